@@ -1,0 +1,1 @@
+"""Small helpers shared by every script: atomic file writes and distributed bookkeeping."""

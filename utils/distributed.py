@@ -1,0 +1,75 @@
+"""Process-group helpers: the same calls work in a plain process and under torchrun.
+
+Outside a process group, rank is 0, world size is 1 and every collective is the identity.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def local_rank() -> int:
+    """The process's index on its node (torchrun's LOCAL_RANK), 0 outside torchrun."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device_type: str) -> None:
+    """Join the env:// rendezvous that torchrun sets up: nccl on CUDA, gloo otherwise."""
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(
+            "--distributed needs the environment that torchrun sets "
+            f"(missing {', '.join(missing)}); launch with "
+            "`torchrun --nproc_per_node=N trainSpeakerNet.py ... --distributed`"
+        )
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend, init_method="env://")
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Return rank ``src``'s ``obj`` on every process."""
+    if not is_distributed():
+        return obj
+    holder: List[Any] = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def all_gather_objects(obj: Any) -> List[Any]:
+    """Every process's ``obj``, in rank order, on every process."""
+    if not is_distributed():
+        return [obj]
+    gathered: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
