@@ -1,0 +1,230 @@
+"""The one option system of the training and evaluation scripts: argparse + YAML.
+
+Every option is declared once in ``OPTIONS`` below. A YAML file given with ``--config`` uses the
+option names as keys. Precedence is *explicit command line > YAML > default*; the original let the
+YAML silently override the command line. An unknown YAML key is an error naming the key and the
+file (the original ignored it). Booleans accept true/false/yes/no/1/0 in any case (the original's
+``type=bool`` read the string "False" as True).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import yaml
+
+from utils.atomic import atomic_write_text
+
+_TRUE = {"true", "yes", "y", "on", "1"}
+_FALSE = {"false", "no", "n", "off", "0"}
+
+
+def str2bool(value: Any) -> bool:
+    """Parse a boolean given on the command line or in YAML."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0), got {value!r}")
+
+
+def optional_str(value: Any) -> Optional[str]:
+    """A path-like string where an empty value or 'None' means "not given"."""
+    if value is None:
+        return None
+    text = str(value)
+    return None if text in ("", "None", "none", "null") else text
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: Callable[[Any], Any]
+    default: Any
+    help: str
+    group: str
+    choices: Optional[Sequence[Any]] = None
+
+
+def _o(name: str, type_: Callable[[Any], Any], default: Any, help_: str, group: str, **kw: Any) -> Option:
+    return Option(name, type_, default, help_, group, **kw)
+
+
+DATA, TRAIN, OPTIM, LOSS, EVAL, IO, MODEL, RUN = (
+    "data loader", "training", "optimiser", "loss", "evaluation", "load and save", "model", "run")
+
+OPTIONS: List[Option] = [
+    # data loader
+    _o("max_frames", int, 200, "training crop in 10 ms frames (crop = max_frames*160+240 samples)", DATA),
+    _o("eval_frames", int, 300, "evaluation crop in 10 ms frames; 0 uses whole files", DATA),
+    _o("batch_size", int, 400, "utterances per step per process", DATA),
+    _o("max_seg_per_spk", int, 500, "at most this many utterances per label per epoch", DATA),
+    _o("nDataLoaderThread", int, 10, "DataLoader worker processes", DATA),
+    _o("augment", str2bool, True, "MUSAN / RIR augmentation of the training crops", DATA),
+    _o("augment_on_device", str2bool, False,
+       "apply reverberation and noise in batch on the training device instead of in the workers", DATA),
+    _o("sixth_augmentation", str, "faithful",
+       "the sixth augmentation type: 'faithful' = music only (original quirk), 'babble_music' = intended",
+       DATA, choices=("faithful", "babble_music")),
+    _o("seed", int, 20211202, "seed of the sampler and the random generators", DATA),
+    # training
+    _o("test_interval", int, 1, "save a checkpoint (and step the LR) every this many epochs", TRAIN),
+    _o("max_epoch", int, 50, "last training epoch", TRAIN),
+    _o("trainfunc", str, "aamsoftmax", "loss module under loss/", TRAIN),
+    _o("mixedprec", str2bool, False, "bf16 autocast where the device supports it", TRAIN),
+    _o("distributed", str2bool, False, "join the torchrun process group (env:// rendezvous)", TRAIN),
+    _o("port", str, "7888", "kept for old configs; torchrun's --master_port sets the port", TRAIN),
+    _o("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", TRAIN),
+    # optimiser
+    _o("optimizer", str, "adamw", "optimiser (adamw)", OPTIM, choices=("adamw",)),
+    _o("scheduler", str, "steplr", "learning-rate scheduler (steplr, stepped once per test_interval)",
+       OPTIM, choices=("steplr",)),
+    _o("lr", float, 0.001, "kept for old configs; the groups use LR_MHFA and LR_Transformer", OPTIM),
+    _o("lr_decay", float, 0.9, "StepLR gamma", OPTIM),
+    _o("weight_decay", float, 0.01, "AdamW weight decay (torch default, as the original)", OPTIM),
+    _o("pretrained_model_path", optional_str, None,
+       "pre-trained WavLM: Microsoft .pt or Hugging Face folder / config.json", MODEL),
+    _o("weight_finetuning_reg", float, 0.001, "weight of the L2 pull towards the pre-trained weights", OPTIM),
+    _o("LLRD_factor", float, 1.0, "layer-wise LR decay: layer i gets LR_Transformer*LLRD_factor**i", OPTIM),
+    _o("LR_Transformer", float, 2e-5, "learning rate of the transformer layers", OPTIM),
+    _o("LR_MHFA", float, 5e-3, "learning rate of the MHFA head and the AAM weight", OPTIM),
+    # loss
+    _o("margin", float, 0.2, "AAM margin", LOSS),
+    _o("scale", float, 30.0, "AAM scale", LOSS),
+    _o("nPerSpeaker", int, 1, "utterances per label in a batch", LOSS),
+    _o("nClasses", int, 5994, "rows of the AAM weight (>= number of labels)", LOSS),
+    _o("gate_start_epoch", int, 5, "first epoch whose loss gate is fitted on the previous epoch's losses", LOSS),
+    _o("lc_start_epoch", int, 9, "first epoch with label correction", LOSS),
+    _o("lc_temperature", float, 0.1, "softmax temperature of label correction", LOSS),
+    _o("lc_confidence", float, 0.5, "minimum probability for a corrected label", LOSS),
+    _o("lc_fix_margin", str2bool, False,
+       "put the AAM margin at the corrected label (the original keeps it at the pseudo-label)", LOSS),
+    _o("hard_prob", float, 0.5, "kept for old configs; unused by aamsoftmax", LOSS),
+    _o("hard_rank", int, 10, "kept for old configs; unused by aamsoftmax", LOSS),
+    # evaluation
+    _o("eval", str2bool, False, "evaluate on --test_list and exit", EVAL),
+    _o("generate_embeddings", str2bool, False, "embed every file of --train_list into --embeddings_path", EVAL),
+    _o("embeddings_path", optional_str, None, "output of --generate_embeddings (torch.save of a dict)", EVAL),
+    _o("num_eval", int, 15, "evaluation crops per file", EVAL),
+    _o("max_eval_samples", int, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap", EVAL),
+    _o("eval_batch_size", int, 16, "files embedded per forward pass during evaluation", EVAL),
+    _o("num_checkpoints", int, 1, "--eval: evaluate the newest N checkpoints in save_path/model", EVAL),
+    _o("average_checkpoints", int, 0, "--eval: average the weights of the newest N checkpoints first", EVAL),
+    _o("score_norm", str, "none", "score normalisation: none or asnorm", EVAL, choices=("none", "asnorm")),
+    _o("asnorm_top_k", int, 300, "AS-Norm: cohort size kept per file", EVAL),
+    _o("cohort_embeddings", optional_str, None, "AS-Norm / mean subtraction: embeddings file of the training set", EVAL),
+    _o("subtract_mean", str2bool, False, "subtract the cohort's mean embedding before cosine scoring", EVAL),
+    _o("plots", str2bool, True, "write the DET curve and score histograms (needs matplotlib)", EVAL),
+    _o("dcf_p_target", float, 0.05, "p_target of the first minDCF (the second uses 0.01)", EVAL),
+    _o("dcf_c_miss", float, 1.0, "cost of a missed detection", EVAL),
+    _o("dcf_c_fa", float, 1.0, "cost of a false alarm", EVAL),
+    # load and save
+    _o("initial_model", optional_str, None, "start from this checkpoint (ours or the original's layout)", IO),
+    _o("save_path", str, "exps/exp1", "folder of checkpoints, logs and results", IO),
+    _o("train_list", str, "data/train_list.txt", "training list: LABEL RELATIVE_PATH per line", IO),
+    _o("test_list", str, "data/test_list.txt", "trial list: LABEL ENROLL TEST (or ENROLL TEST) per line", IO),
+    _o("train_path", str, "data/voxceleb2", "folder the training list's paths are relative to", IO),
+    _o("test_path", str, "data/voxceleb1", "folder the trial list's paths are relative to", IO),
+    _o("musan_path", str, "data/musan_split", "MUSAN split into 5 s pieces: {music,speech,noise}/*/*.wav", IO),
+    _o("rir_path", str, "data/simulated_rirs", "simulated RIRs: */*/*.wav", IO),
+    # model
+    _o("model", str, "Baseline.Spk_Encoder", "model module under models/ (must define MainModel)", MODEL),
+    _o("nOut", int, 192, "speaker embedding size", MODEL),
+    _o("head_nb", int, 64, "MHFA attention heads", MODEL),
+    _o("compression_dim", int, 128, "MHFA compressed key / value size", MODEL),
+    _o("n_mels", int, 80, "kept for old configs; unused by WavLM", MODEL),
+    _o("log_input", str2bool, False, "kept for old configs; unused by WavLM", MODEL),
+    _o("encoder_type", str, "SAP", "kept for old configs; unused by MHFA", MODEL),
+]
+
+OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message names the file and key."""
+
+
+def build_parser(description: str, options: Sequence[Option] = OPTIONS) -> argparse.ArgumentParser:
+    """An argparse parser whose defaults are all suppressed, so explicit options can be told apart."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", type=str, help="YAML file of option values (command line wins)")
+    groups: Dict[str, argparse._ArgumentGroup] = {}
+    for opt in options:
+        group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
+        help_text = f"{opt.help} (default: {opt.default})"
+        if opt.type is str2bool:
+            # "--eval" alone means true, as the original's store_true; "--augment false" now means false.
+            group.add_argument(f"--{opt.name}", nargs="?", const=True, type=str2bool, help=help_text,
+                               metavar="BOOL")
+        else:
+            group.add_argument(f"--{opt.name}", type=opt.type, choices=opt.choices, help=help_text)
+    return parser
+
+
+def load_yaml_config(path: str, options: Sequence[Option] = OPTIONS) -> Dict[str, Any]:
+    """Read a YAML config, checking every key and converting every value to its option's type."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path!r} must be a mapping of option: value, got {type(raw).__name__}")
+    by_name = {o.name: o for o in options}
+    values: Dict[str, Any] = {}
+    for key, value in raw.items():
+        opt = by_name.get(key)
+        if opt is None:
+            close = [n for n in by_name if n.lower() == str(key).lower()]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"config file {path!r}: unknown key {key!r}{hint}")
+        values[key] = convert_value(opt, value, source=f"config file {path!r}")
+    return values
+
+
+def convert_value(opt: Option, value: Any, source: str) -> Any:
+    """Convert ``value`` to ``opt``'s type, or raise a ConfigError naming ``source`` and the key."""
+    try:
+        converted = opt.type(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{source}: key {opt.name!r}: {exc}") from exc
+    if opt.choices is not None and converted not in opt.choices:
+        raise ConfigError(f"{source}: key {opt.name!r} must be one of {list(opt.choices)}, got {value!r}")
+    return converted
+
+
+def parse_options(description: str, argv: Optional[Sequence[str]] = None,
+                  options: Sequence[Option] = OPTIONS) -> argparse.Namespace:
+    """Parse ``argv`` with precedence explicit command line > YAML (``--config``) > default."""
+    parser = build_parser(description, options)
+    explicit = vars(parser.parse_args(argv))
+    config_path = explicit.pop("config", None)
+    resolved = {o.name: o.default for o in options}
+    if config_path is not None:
+        try:
+            resolved.update(load_yaml_config(config_path, options))
+        except ConfigError as exc:
+            parser.error(str(exc))
+    resolved.update(explicit)
+    resolved["config"] = config_path
+    return argparse.Namespace(**resolved)
+
+
+def save_resolved_config(args: argparse.Namespace, path: str, options: Sequence[Option] = OPTIONS) -> None:
+    """Write every option's resolved value as YAML that ``--config`` reads back unchanged."""
+    values = {o.name: getattr(args, o.name) for o in options if hasattr(args, o.name)}
+    atomic_write_text(path, yaml.safe_dump(values, sort_keys=False))
