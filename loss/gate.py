@@ -44,7 +44,8 @@ def read_loss_file(path: str) -> Tuple[np.ndarray, List[str]]:
                     raise ValueError
                 losses.append(float(fields[0]))
             except ValueError:
-                raise ValueError(f"{path}:{number}: expected '<loss> <path>', got {line.rstrip()!r}") from None
+                message = f"{path}:{number}: expected '<loss> <path>', got {line.rstrip()!r}"
+                raise ValueError(message) from None
             paths.append(fields[1])
     return np.asarray(losses, dtype=np.float64), paths
 
@@ -93,7 +94,8 @@ def _log_losses(losses: np.ndarray, path: str) -> np.ndarray:
     return np.log(losses[losses > 0])
 
 
-def LGL_threshold_update_gmm(loss_vals_path: str, previous_threshold: Optional[float] = None) -> Optional[float]:
+def LGL_threshold_update_gmm(loss_vals_path: str,
+                             previous_threshold: Optional[float] = None) -> Optional[float]:
     """New gate threshold (on log CE) from an epoch's ``CE PATH`` file, or ``previous_threshold``.
 
     ``previous_threshold`` is returned, with a logged warning, whenever the mixture does not give a

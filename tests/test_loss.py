@@ -89,7 +89,8 @@ def test_aam_logits_and_ce_match_hand_computation_including_fallback():
 def test_easy_margin_keeps_plain_cosine_when_it_is_negative():
     loss = make_loss(easy_margin=True)
     x, label = batch()
-    expected = torch.tensor([hand_logits(a, lab, easy_margin=True) for a, _, lab in SAMPLES], dtype=torch.float64)
+    rows = [hand_logits(a, lab, easy_margin=True) for a, _, lab in SAMPLES]
+    expected = torch.tensor(rows, dtype=torch.float64)
     torch.testing.assert_close(loss.margin_logits(x, label), expected, rtol=0, atol=1e-12)
     assert expected[1, 0].item() == pytest.approx(SCALE * math.cos(2.9))  # cos < 0: no margin
 
@@ -100,6 +101,8 @@ def test_weight_init_is_xavier_normal_gain_1():
     assert loss.weight.shape == (2000, 256) and loss.lgl_threshold == 1e6
     expected_std = math.sqrt(2.0 / (256 + 2000))
     assert loss.weight.std().item() == pytest.approx(expected_std, rel=0.01)
+    kurtosis = (loss.weight ** 4).mean().item() / loss.weight.var().item() ** 2
+    assert kurtosis == pytest.approx(3.0, abs=0.1)  # normal (a uniform init gives 1.8)
     assert abs(loss.weight.mean().item()) < 3 * expected_std / math.sqrt(loss.weight.numel())
 
 
@@ -121,6 +124,10 @@ def test_gate_drops_high_loss_samples_and_averages_the_rest():
     # prec1 target: the label where kept, class 0 (as the original) where dropped.
     assert [argmax(hand_logits(a, lab)) for a, _, lab in SAMPLES] == [0, 1, 0, 0]
     assert prec1.item() == pytest.approx(75.0)  # 50.0 if dropped samples were scored on their label
+
+    _, _, ce = loss(x, None, label, 4)
+    loss.lgl_threshold = float(torch.log(ce.detach()[[0, 3]]).max())  # log(ce) equal to the threshold is kept
+    assert loss(x, None, label, 4)[0].item() == pytest.approx((ces[0] + ces[3]) / 2, abs=1e-12)
 
     loss.lgl_threshold = math.log(min(ces)) - 1.0  # everything dropped: 0 / max(1, 0)
     value, _, _ = loss(x, None, label, 4)
@@ -160,6 +167,31 @@ def test_label_correction_keeps_margin_at_original_label_by_default():
 
     label_lc, confident = loss.corrected_labels(x_clean)
     assert label_lc[1].item() == 2 and confident.tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("angle, radius, temperature", [
+    (math.pi / 3, 1.0, 0.1),  # unnormalised weight: class 0 (norm 2) wins; normalised it would tie 0/1
+    (math.pi / 3, 0.3, 0.1),
+    (math.pi / 3, 0.3, 1.0),  # same logits, softer: no longer confident
+    (2.0, 0.05, 0.1),
+    (4.0, 1.0, 0.5),
+])
+def test_corrected_labels_use_unnormalised_weight_and_temperature(angle, radius, temperature):
+    loss = make_loss(lc_temperature=temperature)
+    logits = [r * radius * math.cos(angle - a) / temperature for a, r in zip(CLASS_ANGLES, CLASS_NORMS)]
+    probs = [math.exp(v - max(logits)) for v in logits]
+    probs = [p / sum(probs) for p in probs]
+    label_lc, confident = loss.corrected_labels(torch.tensor([polar(angle, radius)], dtype=torch.float64))
+    assert label_lc.item() == argmax(probs)
+    assert confident.item() == (max(probs) > 0.5)
+
+
+def test_confidence_must_exceed_the_bound_strictly():
+    loss = LossFunction(nOut=2, nClasses=2).double()
+    with torch.no_grad():
+        loss.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64))
+    _, confident = loss.corrected_labels(torch.tensor([[0.0, 1.0], [0.1, 1.0]], dtype=torch.float64))
+    assert confident.tolist() == [False, True]  # p = 0.5 exactly, then p = sigmoid(2) > 0.5
 
 
 def test_label_correction_with_fixed_margin_puts_margin_at_corrected_label():
