@@ -1,0 +1,177 @@
+"""Checkpoint files: the one place that knows their names and key layout (SPEC §3, §5).
+
+A training run writes, every ``test_interval`` epochs, into ``save_path/model``:
+
+* ``model%09d.model``: the flat ``SpeakerNet.state_dict()`` in the original's layout
+  (``__S__.model.<WavLM key>``, ``__S__.backend.*``, ``__L__.weight``), so the original project's
+  loader reads our checkpoints and ours reads the original's (optionally ``module.``-prefixed);
+* ``state%09d.pt``: what a resume needs besides the weights: optimizer, scheduler, gate threshold,
+  epoch, and every process's random-generator states.
+
+Both are written atomically (temporary file + rename).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.atomic import atomic_torch_save
+
+MODEL_FILE = "model%09d.model"
+STATE_FILE = "state%09d.pt"
+LOSS_PREFIX = "__L__."
+_MODEL_FILE_RE = re.compile(r"^model(\d+)\.model$")
+_DDP_PREFIX = "module."
+_WRAPPER_KEYS = ("model", "state_dict")
+_SHOWN = 8
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message names the file and the tensors."""
+
+
+def model_path(model_dir: str, epoch: int) -> str:
+    return os.path.join(model_dir, MODEL_FILE % epoch)
+
+
+def state_path(model_dir: str, epoch: int) -> str:
+    return os.path.join(model_dir, STATE_FILE % epoch)
+
+
+def list_checkpoints(model_dir: str) -> List[Tuple[int, str]]:
+    """``(epoch, path)`` of every ``model%09d.model`` in ``model_dir``, oldest first."""
+    if not os.path.isdir(model_dir):
+        return []
+    found = []
+    for name in os.listdir(model_dir):
+        match = _MODEL_FILE_RE.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(model_dir, name)))
+    return sorted(found)
+
+
+def newest_checkpoint(model_dir: str) -> Optional[Tuple[int, str]]:
+    """The newest ``(epoch, path)`` in ``model_dir``, or None when there is none."""
+    found = list_checkpoints(model_dir)
+    return found[-1] if found else None
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """A checkpoint's flat ``name -> tensor`` dict on the CPU, without a DDP ``module.`` prefix.
+
+    Also accepts the flat dict wrapped under ``'model'`` or ``'state_dict'``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise CheckpointError(f"checkpoint {path!r} is not a non-empty dict of tensors")
+    state: Dict[str, torch.Tensor] = {}
+    for name, value in loaded.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"checkpoint {path!r}: entry {name!r} is a {type(value).__name__}, not a tensor")
+        key = name[len(_DDP_PREFIX):] if name.startswith(_DDP_PREFIX) else name
+        if key in state:
+            raise CheckpointError(f"checkpoint {path!r} holds {key!r} both with and without the 'module.' prefix")
+        state[key] = value
+    return state
+
+
+def _listing(names: List[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _SHOWN else "")
+
+
+def _shape_hint(name: str, saved: torch.Size, expected: torch.Size) -> str:
+    if name == LOSS_PREFIX + "weight" and len(saved) == 2 and len(expected) == 2:
+        if saved[0] != expected[0]:
+            return f" — set --nClasses {saved[0]}"
+        return f" — set --nOut {saved[1]}"
+    return ""
+
+
+def load_weights(speaker_net: nn.Module, path: str, strict_loss: bool = True) -> None:
+    """Copy a checkpoint (ours or the original's) into ``speaker_net``; every tensor must match.
+
+    With ``strict_loss=False`` (evaluation, embedding) the AAM weight ``__L__.*`` is neither
+    required nor loaded, so a model built with another ``nClasses`` still loads.
+    """
+    saved = read_state_dict(path)
+    own = speaker_net.state_dict()
+
+    def wanted(name: str) -> bool:
+        return strict_loss or not name.startswith(LOSS_PREFIX)
+
+    saved = {k: v for k, v in saved.items() if wanted(k)}
+    missing = sorted(k for k in own if wanted(k) and k not in saved)
+    unexpected = sorted(k for k in saved if k not in own)
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"not in the model: {_listing(unexpected)}")
+    for name in sorted(k for k in saved if k in own and saved[k].shape != own[k].shape):
+        problems.append(f"{name}: checkpoint {tuple(saved[name].shape)} vs model {tuple(own[name].shape)}"
+                        + _shape_hint(name, saved[name].shape, own[name].shape))
+    if problems:
+        raise CheckpointError(f"checkpoint {path!r} does not fit the model:\n  " + "\n  ".join(problems))
+    speaker_net.load_state_dict(saved, strict=strict_loss)
+
+
+def save_weights(speaker_net: nn.Module, path: str) -> None:
+    """Write ``speaker_net``'s flat state dict (original layout, no ``module.`` prefix) atomically."""
+    atomic_torch_save({k: v.detach().cpu() for k, v in speaker_net.state_dict().items()}, path)
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """This process's torch, CUDA, numpy and ``random`` generator states, in a weights_only-loadable form."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Undo :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(model_dir: str, epoch: int, speaker_net: nn.Module, resume_state: Dict[str, Any]) -> str:
+    """Write ``model%09d.model`` and ``state%09d.pt`` for ``epoch``; returns the model file's path.
+
+    The state file is written first, so a model file never exists without its state.
+    """
+    atomic_torch_save(dict(resume_state, epoch=epoch), state_path(model_dir, epoch))
+    path = model_path(model_dir, epoch)
+    save_weights(speaker_net, path)
+    return path
+
+
+def read_resume_state(path: str) -> Dict[str, Any]:
+    """A ``state%09d.pt`` file's dict."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CheckpointError(f"resume state {path!r} is not a dict with an 'epoch' entry")
+    return state
