@@ -54,8 +54,9 @@ def gaussian_crossing(means: Sequence[float], variances: Sequence[float], weight
     """The point strictly between the two means where w1*N(x; m1, v1) = w2*N(x; m2, v2).
 
     Equating the log-densities gives a*x^2 + b*x + c = 0, solved with the cancellation-free form
-    of the quadratic formula (it also covers a = 0, equal variances). Raises NoCrossingError when
-    there is no single such point.
+    of the quadratic formula (it also covers a = 0, equal variances). The parabola's vertex lies
+    beyond the narrower component's mean, so at most one root falls between the means; when none
+    does (one weighted density dominates the whole span), raises NoCrossingError.
     """
     (m1, m2), (v1, v2), (w1, w2) = (tuple(map(float, p)) for p in (means, variances, weights))
     if not all(math.isfinite(v) and v > 0 for v in (v1, v2)):
