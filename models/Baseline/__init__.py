@@ -1,0 +1,1 @@
+"""Module names of the original repository, kept so that its configs resolve."""

@@ -1,0 +1,24 @@
+"""Speaker models, chosen by the config's ``model:`` name (a module under ``models/``)."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+KNOWN_MODELS = ("spk_encoder", "Baseline.Spk_Encoder")
+
+
+def get_model_factory(name: str) -> Callable:
+    """Return ``MainModel`` of module ``models.<name>``."""
+    module_name = f"models.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (module_name == error.name or module_name.startswith(error.name + ".")):
+            raise
+        raise ValueError(f"unknown model {name!r}: no module {module_name}; known models: "
+                         f"{', '.join(KNOWN_MODELS)}") from None
+    factory = getattr(module, "MainModel", None)
+    if not callable(factory):
+        raise ValueError(f"model module {module_name} defines no MainModel; known models: "
+                         f"{', '.join(KNOWN_MODELS)}")
+    return factory
