@@ -52,14 +52,20 @@ def subtract_mean(embeddings: TensorLike, mean: TensorLike) -> torch.Tensor:
     return embeddings - mean
 
 
-def cohort_scores(embeddings: TensorLike, cohort: TensorLike) -> torch.Tensor:
-    """Cosine similarity (F, C) between each file embedding (F, D) and each cohort embedding (C, D)."""
+def cohort_scores(embeddings: TensorLike, cohort: TensorLike, normalise: bool = True) -> torch.Tensor:
+    """Cosine similarity (F, C) between each file embedding (F, D) and each cohort embedding (C, D).
+
+    With ``normalise=False``, plain dot products: for scoring vectors built so that their dot product
+    already is the trial score (cohort scores must be on the trial scores' scale).
+    """
     embeddings = _matrix(embeddings, "embeddings")
     cohort = _matrix(cohort, "cohort").to(dtype=embeddings.dtype, device=embeddings.device)
     if cohort.shape[1] != embeddings.shape[1]:
         raise ValueError(f"cohort embeddings have dimension {cohort.shape[1]} but file embeddings have "
                          f"dimension {embeddings.shape[1]}")
-    return F.normalize(embeddings, dim=1) @ F.normalize(cohort, dim=1).T
+    if normalise:
+        embeddings, cohort = F.normalize(embeddings, dim=1), F.normalize(cohort, dim=1)
+    return embeddings @ cohort.T
 
 
 def top_k_statistics(scores: TensorLike, top_k: int) -> CohortStatistics:
@@ -77,7 +83,7 @@ def top_k_statistics(scores: TensorLike, top_k: int) -> CohortStatistics:
 
 
 def cohort_statistics(
-    embeddings: TensorLike, cohort: TensorLike, top_k: int, chunk_size: int = 4096
+    embeddings: TensorLike, cohort: TensorLike, top_k: int, chunk_size: int = 4096, normalise: bool = True
 ) -> CohortStatistics:
     """:func:`top_k_statistics` of :func:`cohort_scores`, ``chunk_size`` files at a time.
 
@@ -87,7 +93,7 @@ def cohort_statistics(
     embeddings = _matrix(embeddings, "embeddings")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    parts = [top_k_statistics(cohort_scores(embeddings[start:start + chunk_size], cohort), top_k)
+    parts = [top_k_statistics(cohort_scores(embeddings[start:start + chunk_size], cohort, normalise), top_k)
              for start in range(0, embeddings.shape[0], chunk_size)]
     return CohortStatistics(torch.cat([part.mean for part in parts]), torch.cat([part.std for part in parts]))
 

@@ -35,6 +35,10 @@ def test_cohort_statistics_match_numpy_and_do_not_depend_on_chunking() -> None:
     chunked = cohort_statistics(embeddings, cohort, top_k=7, chunk_size=3)
     torch.testing.assert_close(chunked.mean, whole.mean, rtol=0, atol=1e-12)
     torch.testing.assert_close(chunked.std, whole.std, rtol=0, atol=1e-12)
+    dot = cohort_statistics(embeddings, cohort, top_k=7, chunk_size=4, normalise=False)
+    top_dot = np.sort(embeddings.numpy() @ cohort.numpy().T, axis=1)[:, ::-1][:, :7]
+    np.testing.assert_allclose(dot.mean.numpy(), top_dot.mean(axis=1), atol=1e-12)
+    np.testing.assert_allclose(dot.std.numpy(), top_dot.std(axis=1), atol=1e-12)
 
 
 def test_adaptive_snorm_is_invariant_to_an_affine_change_of_scores() -> None:
