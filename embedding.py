@@ -1,0 +1,210 @@
+"""Batched speaker embedding of audio files, each file's embedding equal to what it gets alone.
+
+Why batching needs care: WavLM Base / Base+ (``extractor_mode='default'``) normalise the first
+convolution's output with a group norm over *all time steps* of each channel, so appending zeros to
+a waveform changes every one of its frames. Hence the rule used here:
+
+- waveforms of exactly equal length are stacked and run in one forward (no padding, so the batch
+  is the same computation row by row); the ``num_eval`` crops of every file all have the crop
+  length, so all crops of a batch of files go through together;
+- waveforms of different lengths are padded into one forward, with their ``lengths``, only when
+  the encoder is exact under padding (:func:`padding_is_exact`: every WavLM inside uses
+  ``extractor_mode='layer_norm'``, whose per-frame norms and unpadded convolutions leave valid
+  frames untouched, while the encoder zeroes padded frames before the positional convolution and
+  masks them out of attention and pooling); otherwise each such waveform runs alone.
+
+Files are visited in order of their length (read from the file headers), so equal lengths meet in
+one batch and padded batches waste little.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from DatasetLoader import SAMPLE_RATE, AudioReadError, crop_audio, read_audio
+from models.wavlm import WavLM
+
+
+def padding_is_exact(encoder: nn.Module) -> bool:
+    """True when zero-padding a waveform (with its length given) cannot change its embedding."""
+    backbones = [module for module in encoder.modules() if isinstance(module, WavLM)]
+    return bool(backbones) and all(b.cfg.extractor_mode == "layer_norm" for b in backbones)
+
+
+def header_length(path: str, max_samples: int = 0) -> int:
+    """Samples ``path`` has at 16 kHz, from its header (``max_samples`` > 0 caps it)."""
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as err:
+        raise AudioReadError(f"cannot read the header of audio file {path}: {err}") from err
+    length = -(-info.frames * SAMPLE_RATE // info.samplerate)
+    return min(length, max_samples) if max_samples > 0 else length
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
+    """Indices in ascending length order (ties in input order), cut into batches of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable").tolist()
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def equal_length_groups(lengths: Sequence[int]) -> List[List[int]]:
+    """Positions grouped by exact length, groups in order of first appearance."""
+    groups: Dict[int, List[int]] = defaultdict(list)
+    for position, length in enumerate(lengths):
+        groups[int(length)].append(position)
+    return list(groups.values())
+
+
+class BatchedEncoder:
+    """Runs a speaker encoder ``encoder(waveforms (B, S), lengths=None) -> (B, D)`` on lists of waveforms."""
+
+    def __init__(self, encoder: nn.Module, device: torch.device) -> None:
+        self.encoder = encoder
+        self.device = device
+        self.padded = padding_is_exact(encoder)
+        self.forwards = 0
+
+    @torch.no_grad()
+    def _forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        self.forwards += 1
+        out = self.encoder(waveforms.to(self.device, non_blocking=True),
+                           None if lengths is None else lengths.to(self.device))
+        return out.float().cpu()
+
+    def embed(self, waveforms: Sequence[Tensor]) -> Tensor:
+        """Embeddings (N, D) of 1-D waveforms of any lengths, row i for waveform i."""
+        if not waveforms:
+            raise ValueError("embed needs at least one waveform")
+        lengths = [int(w.shape[0]) for w in waveforms]
+        if self.padded and len(set(lengths)) > 1:
+            padded = nn.utils.rnn.pad_sequence(list(waveforms), batch_first=True)
+            return self._forward(padded, torch.tensor(lengths, dtype=torch.long))
+        rows: List[Optional[Tensor]] = [None] * len(waveforms)
+        for group in equal_length_groups(lengths):
+            out = self._forward(torch.stack([waveforms[i] for i in group]))
+            for row, position in zip(out, group):
+                rows[position] = row
+        return torch.stack(rows)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """``num_eval`` crops of ``eval_frames`` 10 ms frames per file (SPEC §6: linspace starts, wrap padding).
+
+    ``eval_frames=0`` means one crop: the whole file, uncapped (the original's behaviour).
+    """
+
+    eval_frames: int
+    num_eval: int
+
+    @property
+    def per_file(self) -> int:
+        return 1 if self.eval_frames == 0 else self.num_eval
+
+
+class AudioFiles(Dataset):
+    """Item i: ``(i, crops (num_eval, S) or None, whole file (S_i,))`` as float32 tensors.
+
+    With a :class:`CropSpec` (evaluation) the whole file is read as the original's evaluation reads
+    it (a file of at most 240 samples is wrap-padded to 241) and cut to ``max_samples`` when that is
+    positive; without one (embedding a training list) it is the file as read.
+    """
+
+    def __init__(self, paths: Sequence[str], crops: Optional[CropSpec] = None, max_samples: int = 0) -> None:
+        self.paths = list(paths)
+        self.crops = crops
+        self.max_samples = max_samples
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tuple[int, Optional[Tensor], Tensor]:
+        audio = read_audio(self.paths[index])
+        if self.crops is None:
+            return index, None, torch.from_numpy(audio)
+        crops = crop_audio(audio, self.crops.eval_frames, evalmode=True, num_eval=self.crops.num_eval)
+        whole = crop_audio(audio, 0, evalmode=True)[0]
+        if self.max_samples > 0:
+            whole = whole[:self.max_samples]
+        return index, torch.from_numpy(crops).float(), torch.from_numpy(whole).float()
+
+
+@dataclass
+class FileEmbeddings:
+    """Per-file embeddings in the order of the paths given: whole (F, D), crops (F, num_eval, D) or None."""
+
+    whole: Tensor
+    crops: Optional[Tensor]
+    seconds: float
+    forwards: int
+
+
+def embed_files(
+    encoder: nn.Module,
+    paths: Sequence[str],
+    device: torch.device,
+    batch_size: int,
+    crops: Optional[CropSpec] = None,
+    max_samples: int = 0,
+    num_workers: int = 0,
+    desc: str = "Embedding",
+) -> FileEmbeddings:
+    """Embed every file of ``paths`` (whole file, plus crops when ``crops`` is given) in length-sorted batches.
+
+    ``batch_size`` files are read per step; their crops (all of the crop length) go through in one
+    forward, their whole files as :meth:`BatchedEncoder.embed` allows. Memory: WavLM Base+'s first
+    convolution holds 512 channels at 1/5 of the sample rate, about 0.8 GB (float32) per file of
+    15 crops of 4 s, so 16 files per step peak near 13 GB of GPU memory in that layer. A file that
+    cannot be read or embedded raises an error naming it.
+    """
+    if not paths:
+        raise ValueError("embed_files needs at least one file")
+    was_training = encoder.training
+    encoder.eval()
+    runner = BatchedEncoder(encoder, device)
+    cap = max_samples if crops is not None else 0
+    lengths = [header_length(path, cap) for path in tqdm(paths, desc="Reading audio headers", unit="file",
+                                                         leave=False, dynamic_ncols=True)]
+    loader = DataLoader(AudioFiles(paths, crops, max_samples), batch_sampler=plan_batches(lengths, batch_size),
+                        num_workers=num_workers, collate_fn=list, pin_memory=device.type == "cuda")
+    whole: List[Optional[Tensor]] = [None] * len(paths)
+    crop_out: List[Optional[Tensor]] = [None] * len(paths)
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(paths), desc=desc, unit="file", dynamic_ncols=True) as bar:
+            for items in loader:
+                indices = [index for index, _, _ in items]
+                try:
+                    if crops is not None:
+                        rows_of_all = runner.embed([row for _, c, _ in items for row in c])
+                        for index, rows in zip(indices, rows_of_all.split(crops.per_file)):
+                            crop_out[index] = rows
+                    for index, row in zip(indices, runner.embed([w for _, _, w in items])):
+                        whole[index] = row
+                except torch.OutOfMemoryError as err:
+                    raise RuntimeError(f"out of memory embedding {len(items)} files at once: lower the files "
+                                       f"per step (--eval_batch_size, now {batch_size})") from err
+                except (RuntimeError, ValueError) as err:
+                    names = ", ".join(os.fspath(paths[i]) for i in indices)
+                    raise RuntimeError(f"embedding failed for a batch of {names}: {err}") from err
+                bar.update(len(items))
+    finally:
+        encoder.train(was_training)
+    return FileEmbeddings(
+        whole=torch.stack(whole),
+        crops=torch.stack(crop_out) if crops is not None else None,
+        seconds=time.perf_counter() - start,
+        forwards=runner.forwards,
+    )
