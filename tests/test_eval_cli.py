@@ -18,14 +18,14 @@ from trials import TrialListError
 
 MODEL = ["--nOut", "16", "--head_nb", "4", "--compression_dim", "16", "--nClasses", "3",
          "--nDataLoaderThread", "0", "--device", "cpu"]
-EVAL = ["--eval_frames", "40", "--num_eval", "4", "--eval_batch_size", "4"]
+EVAL = ["--eval_frames", "30", "--num_eval", "3", "--eval_batch_size", "4"]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_cli")
     data = str(root / "data")
-    train_list, entries = make_speaker_dataset(data, n_speakers=3, n_sessions=1, n_utts=3, seconds=(1.0, 1.5))
+    train_list, entries = make_speaker_dataset(data, n_speakers=3, n_sessions=1, n_utts=2, seconds=(0.6, 0.9))
     wavlm = str(root / "wavlm.pt")
     save_random_wavlm_checkpoint(wavlm)
     save_path = str(root / "exp")
@@ -51,7 +51,7 @@ def result_dir(setup):
     return os.path.join(setup["save_path"], "result")
 
 
-def reference_scores(setup, checkpoint, pairs, eval_frames=40, num_eval=4):
+def reference_scores(setup, checkpoint, pairs, eval_frames=30, num_eval=3):
     """The original's formula, file by file: mean of the crop x crop cosine matrix and the whole-file cosine."""
     net = SpeakerNet(**vars(setup["args"]))
     checkpoints.load_weights(net, checkpoint, strict_loss=False)
@@ -78,22 +78,23 @@ def test_eval_writes_scores_results_and_plots(setup, capsys):
     lines = [line for line in out.splitlines() if "| EER" in line]
     print("\n" + "\n".join(lines))
     assert len(lines) == 2 and "checkpoint model000000002" in lines[0] and "checkpoint model000000001" in lines[1]
-    n = len(setup["pairs"])
+    n, targets = len(setup["pairs"]), sum(label for label, _, _ in setup["pairs"])
+    assert (n, targets) == (15, 3)
     for line in lines:
-        assert f"trials {setup['trials']} ({n} trials: 9 target, {n - 9} non-target)" in line
+        assert f"trials {setup['trials']} ({n} trials: {targets} target, {n - targets} non-target)" in line
         assert "minDCF(p_target=0.05)" in line and "minDCF(p_target=0.01)" in line
     for epoch in (1, 2):
         tag = f"model{epoch:09d}_trials"
         rows = read_scores(os.path.join(result_dir(setup), f"scores_{tag}.txt"))
         assert [(int(r[1]), r[2], r[3]) for r in rows] == setup["pairs"]
-        ours = np.array([float(r[0]) for r in rows])
-        ckpt = checkpoints.model_path(os.path.join(setup["save_path"], "model"), epoch)
-        diff = np.abs(ours - reference_scores(setup, ckpt, setup["pairs"])).max()
-        print(f"model {epoch}: max |score - one-file-at-a-time original formula| = {diff:.2e}")
-        assert diff < 1e-5
         for kind in ("det", "hist"):
             with open(os.path.join(result_dir(setup), f"{kind}_{tag}.png"), "rb") as handle:
                 assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    rows = read_scores(os.path.join(result_dir(setup), "scores_model000000002_trials.txt"))
+    newest = checkpoints.model_path(os.path.join(setup["save_path"], "model"), 2)
+    diff = np.abs(np.array([float(r[0]) for r in rows]) - reference_scores(setup, newest, setup["pairs"])).max()
+    print(f"max |score - the original's formula, one file at a time| = {diff:.2e}")
+    assert diff < 1e-5
     with open(os.path.join(result_dir(setup), "eval_results.txt")) as handle:
         saved = handle.read().splitlines()
     assert saved[-2:] == lines
@@ -167,14 +168,29 @@ def test_asnorm_and_mean_subtraction_with_a_cohort(setup, tmp_path, capsys):
     cli.main(setup["common"] + ["--generate_embeddings", "--embeddings_path", cohort])
     capsys.readouterr()
     cli.main(setup["common"] + EVAL + ["--eval", "--test_list", setup["trials"], "--score_norm", "asnorm",
-                                       "--asnorm_top_k", "4", "--cohort_embeddings", cohort, "--subtract_mean",
+                                       "--asnorm_top_k", "3", "--cohort_embeddings", cohort, "--subtract_mean",
                                        "--plots", "false"])
     out = capsys.readouterr().out
-    assert f"score norm mean of {cohort} subtracted, AS-norm top 4 of {cohort}" in out
+    assert f"score norm mean of {cohort} subtracted, AS-norm top 3 of {cohort}" in out
     rows = read_scores(os.path.join(result_dir(setup), "scores_model000000002_trials.txt"))
     scores = np.array([float(r[0]) for r in rows])
     # AS-normalised scores are z-scores: no longer within [-1, 1] cosine-like range for every trial.
     assert np.abs(scores).max() > 1.0
-    with pytest.raises(SystemExit, match="asnorm_top_k 50 must lie between 2 and the cohort size 9"):
+    with pytest.raises(SystemExit, match="asnorm_top_k 50 must lie between 2 and the cohort size 6"):
         cli.main(setup["common"] + ["--eval", "--test_list", setup["trials"], "--score_norm", "asnorm",
                                     "--asnorm_top_k", "50", "--cohort_embeddings", cohort])
+
+
+def test_original_layout_checkpoint_as_initial_model(setup, tmp_path, capsys):
+    """A DDP-prefixed checkpoint with another AAM size (nClasses 7500) evaluates like ours."""
+    ours = checkpoints.read_state_dict(checkpoints.model_path(os.path.join(setup["save_path"], "model"), 2))
+    original = {"module." + key: value for key, value in ours.items() if not key.startswith("__L__.")}
+    original["module.__L__.weight"] = torch.randn(7500, 16)
+    released = str(tmp_path / "wavlm_mhfa_dlg_lc_lmft.model")
+    torch.save(original, released)
+    cli.main(setup["common"] + EVAL + ["--eval", "--test_list", setup["unlabelled"], "--initial_model", released])
+    assert "checkpoint wavlm_mhfa_dlg_lc_lmft |" in capsys.readouterr().out
+    cli.main(setup["common"] + EVAL + ["--eval", "--test_list", setup["unlabelled"]])
+    scores = {name: read_scores(os.path.join(result_dir(setup), f"scores_{name}_unlabelled.txt"))
+              for name in ("wavlm_mhfa_dlg_lc_lmft", "model000000002")}
+    assert scores["wavlm_mhfa_dlg_lc_lmft"] == scores["model000000002"]
