@@ -2,8 +2,8 @@
 
 Distances: ``||x||^2 - 2 x.c + ||c||^2`` computed block by block with one ``addmm`` per block of
 rows, so memory holds at most ``block_elements`` distances at a time (``chunk_size`` rows of K).
-Centroid sums accumulate in float64, per block, with a sort + cumulative-sum segment reduction that
-gives the same bits on every run (``index_add_`` on CUDA adds in a random order).
+Centroid sums accumulate in float64, per block, in an order that gives the same bits on every run
+(see :func:`add_segment_sums`).
 
 Empty clusters are re-seeded like scikit-learn's Lloyd: each empty cluster takes, in order, the
 points farthest from their own centroid, the point is removed from its donor's sums, and a donor
@@ -57,12 +57,9 @@ class KMeansResult:
     seconds: float  # initialisation + iterations
 
 
-def _nearest(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor, block_elements: int,
-             sums: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Index of and squared distance to the nearest of ``centres`` for every row of ``x``.
-
-    With ``sums`` (K, D) float64, each row is also added to its nearest centre's sum.
-    """
+def _nearest(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor,
+             block_elements: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Index of and squared distance to the nearest of ``centres`` for every row of ``x``."""
     n, k = x.shape[0], centres.shape[0]
     rows = max(1, min(n, block_elements // k))
     c_sq = (centres * centres).sum(dim=1)
@@ -74,14 +71,81 @@ def _nearest(x: torch.Tensor, x_sq: torch.Tensor, centres: torch.Tensor, block_e
         stop = min(n, start + rows)
         scores = torch.addmm(c_sq, x[start:stop], c_t, alpha=-2.0, out=block[: stop - start])
         torch.min(scores, dim=1, out=(d2[start:stop], labels[start:stop]))
-        if sums is not None:
-            add_segment_sums(sums, x[start:stop], labels[start:stop])
     d2.add_(x_sq).clamp_(min=0.0)
     return labels, d2
 
 
+def _nearest_after_move(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, block_elements: int,
+                        previous: torch.Tensor, previous_d2: torch.Tensor,
+                        moved: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_nearest` when only the ``moved`` centroids changed since ``previous`` (with squared
+    distances ``previous_d2``) were the exact nearest ones.
+
+    A point whose centroid did not move is still at ``previous_d2`` from it and closer to it than
+    to any other unmoved centroid, so only the moved centroids can take it; a point whose centroid
+    moved is scored against all. Same result as :func:`_nearest` (ties aside) for a cost of about
+    ``moved / K`` of it, plus the points of moved clusters.
+    """
+    n, k = x.shape[0], centroids.shape[0]
+    moved_index = moved.nonzero().flatten()
+    rows = max(1, min(n, block_elements // max(1, moved_index.numel())))
+    c_sq = (centroids * centroids).sum(dim=1)
+    labels, d2 = previous.clone(), previous_d2.clone()
+    rescore = moved[previous].nonzero().flatten()
+    if moved_index.numel() > 0:
+        moved_t, moved_sq = centroids[moved_index].t(), c_sq[moved_index]
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            other, index = torch.addmm(moved_sq, x[start:stop], moved_t, alpha=-2.0).min(dim=1)
+            other = other.add_(x_sq[start:stop]).clamp_(min=0.0)
+            own, other_label = previous[start:stop], moved_index[index]
+            take = (other < d2[start:stop]) | ((other == d2[start:stop]) & (other_label < own))
+            labels[start:stop] = torch.where(take, other_label, own)
+            d2[start:stop] = torch.where(take, other, d2[start:stop])
+    if rescore.numel() > 0:
+        labels[rescore], d2[rescore] = _nearest(x[rescore], x_sq[rescore], centroids, block_elements)
+    return labels, d2
+
+
+def _assign(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, block_elements: int,
+            previous: Optional[Tuple[torch.Tensor, torch.Tensor]],
+            moved: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroids; only the moved centroids are scored when at most half of them moved."""
+    if previous is None or moved is None or int(moved.sum()) > centroids.shape[0] // 2:
+        return _nearest(x, x_sq, centroids, block_elements)
+    return _nearest_after_move(x, x_sq, centroids, block_elements, previous[0], previous[1], moved)
+
+
+def _move_points(x: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor, points: torch.Tensor,
+                 source: Optional[torch.Tensor], target: torch.Tensor, block_rows: int) -> None:
+    """Move rows ``points`` of ``x`` from clusters ``source`` (None: from nowhere) to ``target``
+    in the float64 cluster sums and counts."""
+    k = counts.numel()
+    for start in range(0, points.numel(), block_rows):
+        index = points[start:start + block_rows]
+        rows = x[index]
+        add_segment_sums(sums, rows, target[start:start + block_rows])
+        counts += torch.bincount(target[start:start + block_rows], minlength=k).to(counts.dtype)
+        if source is not None:
+            add_segment_sums(sums, -rows, source[start:start + block_rows])
+            counts -= torch.bincount(source[start:start + block_rows], minlength=k).to(counts.dtype)
+
+
 def add_segment_sums(sums: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> None:
-    """``sums[index[i]] += rows[i]`` in float64, in an order fixed by the data (bitwise repeatable)."""
+    """``sums[index[i]] += rows[i]`` in float64, in an order fixed by the data (bitwise repeatable).
+
+    On CPU ``index_add_`` adds in index order; on CUDA it adds with atomics in a random order, so
+    rows are sorted by index and each run of equal indices is reduced with a cumulative sum.
+    """
+    if rows.device.type == "cpu":
+        sums.index_add_(0, index, rows.to(torch.float64))
+    else:
+        sorted_segment_sums(sums, rows, index)
+
+
+def sorted_segment_sums(sums: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> None:
+    """``sums[index[i]] += rows[i]`` without atomics: sort by index, then reduce each run of equal
+    indices as a difference of float64 cumulative sums."""
     order = torch.argsort(index, stable=True)
     groups, counts = torch.unique_consecutive(index[order], return_counts=True)
     running = torch.cumsum(rows[order].to(torch.float64), dim=0)
@@ -91,19 +155,22 @@ def add_segment_sums(sums: torch.Tensor, rows: torch.Tensor, index: torch.Tensor
     sums[groups] += segment
 
 
-def _reseed_empty(x: torch.Tensor, labels: torch.Tensor, d2: torch.Tensor, sums: torch.Tensor,
+def _reseed_empty(x: torch.Tensor, owner: torch.Tensor, d2: torch.Tensor, sums: torch.Tensor,
                   counts: torch.Tensor) -> int:
-    """Move each empty cluster onto the farthest remaining point (see module doc); returns how many."""
+    """Move each empty cluster onto the farthest remaining point (see module doc); returns how many.
+
+    ``owner`` (N,) says which cluster's sum holds each point; the moved points change owner.
+    """
     empty = (counts == 0).nonzero().flatten()
     if empty.numel() == 0:
         return 0
     farthest = torch.argsort(d2, descending=True, stable=True).cpu()
-    owner = labels.cpu()
+    owners = owner.cpu()
     left = counts.cpu().clone()
     picked: List[int] = []
     for start in range(0, farthest.numel(), 4096):
         for point in farthest[start:start + 4096].tolist():
-            donor = int(owner[point])
+            donor = int(owners[point])
             if left[donor] > 1:
                 left[donor] -= 1
                 picked.append(point)
@@ -113,11 +180,10 @@ def _reseed_empty(x: torch.Tensor, labels: torch.Tensor, d2: torch.Tensor, sums:
             break
     points = torch.tensor(picked, dtype=torch.long, device=x.device)
     empty = empty[: points.numel()]
-    moved = x[points].to(torch.float64)
-    add_segment_sums(sums, -moved, labels[points])
-    counts -= torch.bincount(labels[points], minlength=counts.numel()).to(counts.dtype)
-    sums[empty] = moved
-    counts[empty] = 1
+    counts[empty] = 0.0
+    sums[empty] = 0.0
+    _move_points(x, sums, counts, points, owner[points], empty, points.numel())
+    owner[points] = empty
     return points.numel()
 
 
@@ -202,36 +268,53 @@ def _init_parallel(x: torch.Tensor, x_sq: torch.Tensor, k: int, generator: torch
 
 def _lloyd(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, max_iter: int, tol: float,
            block_elements: int) -> Tuple[torch.Tensor, torch.Tensor, float, int, bool]:
-    """Lloyd iterations from ``centroids``; returns labels, centroids, inertia, n_iter, converged."""
+    """Lloyd iterations from ``centroids``; returns labels, centroids, inertia, n_iter, converged.
+
+    The float64 cluster sums are updated with the points that changed cluster only, and the next
+    assignment scores only the centroids that moved (:func:`_nearest_after_move`).
+    """
     k, dim = centroids.shape
-    previous_labels: Optional[torch.Tensor] = None
+    n = x.shape[0]
+    block_rows = max(1, min(n, block_elements // k))
+    sums = torch.zeros(k, dim, dtype=torch.float64, device=x.device)
+    counts = torch.zeros(k, dtype=torch.float64, device=x.device)
+    owner: Optional[torch.Tensor] = None
+    state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    moved: Optional[torch.Tensor] = None
     previous_inertia: Optional[float] = None
     converged = labels_final = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         started = time.perf_counter()
-        sums = torch.zeros(k, dim, dtype=torch.float64, device=x.device)
-        labels, d2 = _nearest(x, x_sq, centroids, block_elements, sums)
+        labels, d2 = _assign(x, x_sq, centroids, block_elements, state, moved)
         inertia = float(d2.sum(dtype=torch.float64))
-        if previous_labels is not None and torch.equal(labels, previous_labels):
+        if state is not None and torch.equal(labels, state[0]):
             converged = labels_final = True
             logger.info("k-means iteration %d/%d: inertia %.8g, no label changed: converged",
                         n_iter, max_iter, inertia)
             break
-        counts = torch.bincount(labels, minlength=k).to(torch.float64)
-        n_reseeded = _reseed_empty(x, labels, d2, sums, counts)
-        centroids = (sums / counts[:, None]).to(x.dtype)
-        changed = labels.numel() if previous_labels is None else int((labels != previous_labels).sum())
+        changed = labels.numel() if state is None else int((labels != state[0]).sum())
+        if owner is None:
+            _move_points(x, sums, counts, torch.arange(n, device=x.device), None, labels, block_rows)
+        else:
+            switched = (labels != owner).nonzero().flatten()
+            _move_points(x, sums, counts, switched, owner[switched], labels[switched], block_rows)
+        owner = labels.clone()
+        n_reseeded = _reseed_empty(x, owner, d2, sums, counts)
+        updated = (sums / counts[:, None]).to(x.dtype)
+        moved = (updated != centroids).any(dim=1)
+        centroids = updated
+        state = (labels, d2)
         change = math.inf if previous_inertia is None else abs(previous_inertia - inertia) / max(previous_inertia, 1e-300)
         logger.info("k-means iteration %d/%d: inertia %.8g, relative change %.3g, %d labels changed, "
-                    "%d empty clusters re-seeded, %.2f s", n_iter, max_iter, inertia, change, changed,
-                    n_reseeded, time.perf_counter() - started)
+                    "%d empty clusters re-seeded, %d centroids moved, %.2f s", n_iter, max_iter, inertia, change,
+                    changed, n_reseeded, int(moved.sum()), time.perf_counter() - started)
         if change <= tol:
             converged = True
             break
-        previous_labels, previous_inertia = labels, inertia
+        previous_inertia = inertia
     if not labels_final:
-        labels, d2 = _nearest(x, x_sq, centroids, block_elements)
+        labels, d2 = _assign(x, x_sq, centroids, block_elements, state, moved)
         inertia = float(d2.sum(dtype=torch.float64))
     return labels, centroids, inertia, n_iter, converged
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from clustering.kmeans import add_segment_sums, kmeans
+from clustering.kmeans import _nearest, _nearest_after_move, add_segment_sums, kmeans, sorted_segment_sums
 
 
 def blobs(n_points, n_blobs, dim, spread, seed):
@@ -128,12 +128,30 @@ def test_n_init_keeps_the_lowest_inertia():
     assert best.inertia == min(runs)
 
 
-def test_segment_sums_equal_index_add():
+@pytest.mark.parametrize("fraction_moved", [0.0, 0.1, 0.5])
+def test_scoring_only_the_moved_centroids_equals_a_full_assignment(fraction_moved):
+    g = torch.Generator().manual_seed(14)
+    x, centroids = torch.randn(3000, 8, generator=g), torch.randn(60, 8, generator=g)
+    x_sq = (x * x).sum(dim=1)
+    previous, previous_d2 = _nearest(x, x_sq, centroids, 1 << 20)
+    moved = torch.rand(60, generator=g) < fraction_moved
+    shifted = centroids + moved[:, None] * 0.7 * torch.randn(60, 8, generator=g)
+    expected_labels, expected_d2 = _nearest(x, x_sq, shifted, 1 << 20)
+    labels, d2 = _nearest_after_move(x, x_sq, shifted, 23 * 60, previous, previous_d2, moved)
+    assert torch.equal(labels, expected_labels)
+    torch.testing.assert_close(d2, expected_d2, rtol=1e-5, atol=1e-5)
+    assert fraction_moved == 0.0 or not torch.equal(labels, previous)
+
+
+@pytest.mark.parametrize("reduce", [add_segment_sums, sorted_segment_sums])
+def test_segment_sums_equal_a_python_loop(reduce):
     g = torch.Generator().manual_seed(13)
-    rows, index = torch.randn(500, 7, generator=g), torch.randint(20, (500,), generator=g)
-    sums = torch.zeros(20, 7, dtype=torch.float64)
-    add_segment_sums(sums, rows, index)
-    expected = torch.zeros(20, 7, dtype=torch.float64).index_add_(0, index, rows.double())
+    rows, index = torch.randn(500, 7, generator=g), torch.randint(25, (500,), generator=g)
+    sums = torch.ones(25, 7, dtype=torch.float64)
+    reduce(sums, rows, index)
+    expected = torch.ones(25, 7, dtype=torch.float64)
+    for row, i in zip(rows.double(), index.tolist()):
+        expected[i] += row
     torch.testing.assert_close(sums, expected, rtol=0, atol=1e-12)
 
 
