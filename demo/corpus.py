@@ -1,0 +1,172 @@
+"""The demo's speech corpus: FSDD recordings joined into a VoxCeleb-like layout, lists and trials.
+
+Layout (as VoxCeleb): ``ROOT/SPEAKER/SESSION/UTT.wav``; an embedding key or a list path is the
+last three parts ``SPEAKER/SESSION/UTT.wav``. Any folder in that layout can replace the FSDD
+corpus (``run_rounds.py --demo --data DIR``).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+
+from utils.atomic import atomic_open, atomic_write_text
+
+FSDD_DIR = Path(__file__).resolve().parent / "fsdd" / "recordings"
+"""The carried FSDD recordings (CC BY-SA 4.0, see demo/fsdd/LICENSE)."""
+
+_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def _fsdd_groups(recordings_dir: Path, sessions: int) -> Dict[Tuple[str, int], List[Path]]:
+    """FSDD files by (speaker, session); session k holds the k-th contiguous block of indices."""
+    parsed = []
+    for path in sorted(recordings_dir.iterdir()):
+        match = _FSDD_NAME.match(path.name)
+        if match is None:
+            if path.suffix == ".wav":
+                raise ValueError(f"{path}: not an FSDD file name ('{{digit}}_{{speaker}}_{{index}}.wav')")
+            continue
+        parsed.append((match.group(2), int(match.group(3)), int(match.group(1)), path))
+    if not parsed:
+        raise FileNotFoundError(f"no FSDD recordings ('{{digit}}_{{speaker}}_{{index}}.wav') in {recordings_dir}")
+    n_indices = max(index for _, index, _, _ in parsed) + 1
+    groups: Dict[Tuple[str, int], List[Path]] = defaultdict(list)
+    for speaker, index, _digit, path in sorted(parsed):
+        groups[(speaker, index * sessions // n_indices + 1)].append(path)
+    return groups
+
+
+def _chunk_sizes(total: int, low: int, high: int, rng: np.random.Generator) -> List[int]:
+    """Random sizes in [low, high] summing to ``total``; a short remainder joins the last chunk."""
+    sizes: List[int] = []
+    while sum(sizes) < total:
+        sizes.append(int(rng.integers(low, high + 1)))
+    sizes[-1] -= sum(sizes) - total
+    if sizes[-1] < low and len(sizes) > 1:
+        sizes[-2] += sizes.pop()
+    return sizes
+
+
+def build_fsdd_corpus(out_root: str | os.PathLike, recordings_dir: str | os.PathLike = FSDD_DIR,
+                      sessions: int = 5, digits_per_utterance: Tuple[int, int] = (3, 5),
+                      gap_seconds: float = 0.1, seed: int = 0) -> List[str]:
+    """Join FSDD recordings of one speaker and session into utterances ``SPEAKER/SESSIONk/NNNNN.wav``.
+
+    The files keep the recordings' sample rate (8 kHz) and 16-bit samples; ``gap_seconds`` of
+    silence separate the joined digits. Deterministic for a given ``seed``. Returns the written
+    paths relative to ``out_root``.
+    """
+    low, high = digits_per_utterance
+    if not 1 <= low <= high:
+        raise ValueError(f"digits_per_utterance must be (low, high) with 1 <= low <= high, got {digits_per_utterance}")
+    rng = np.random.default_rng(seed)
+    written: List[str] = []
+    for (speaker, session), paths in sorted(_fsdd_groups(Path(recordings_dir), sessions).items()):
+        order = rng.permutation(len(paths))
+        start = 0
+        for number, size in enumerate(_chunk_sizes(len(paths), low, high, rng), start=1):
+            pieces, rate = [], None
+            for path in (paths[i] for i in order[start:start + size]):
+                audio, file_rate = sf.read(str(path), dtype="int16")
+                if rate is not None and file_rate != rate:
+                    raise ValueError(f"{path}: sample rate {file_rate} Hz differs from {rate} Hz of the other files")
+                rate = file_rate
+                pieces += [audio, np.zeros(int(round(gap_seconds * file_rate)), dtype=np.int16)]
+            start += size
+            relative = f"{speaker}/session{session}/{number:05d}.wav"
+            target = Path(out_root) / relative
+            with atomic_open(target, "wb") as handle:
+                sf.write(handle, np.concatenate(pieces[:-1]), rate, format="WAV", subtype="PCM_16")
+            written.append(relative)
+    return written
+
+
+def scan_corpus(root: str | os.PathLike) -> List[str]:
+    """Every audio file of ``root`` in the ``SPEAKER/SESSION/UTT`` layout, as sorted relative paths."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus folder {root} does not exist (expected SPEAKER/SESSION/UTT.wav files)")
+    found, misplaced = [], []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file():
+            continue
+        relative = path.relative_to(root).as_posix()
+        (found if relative.count("/") == 2 else misplaced).append(relative)
+    if misplaced:
+        raise ValueError(f"{root}: {len(misplaced)} audio files are not at SPEAKER/SESSION/UTT depth, "
+                         f"e.g. {misplaced[:3]}")
+    if not found:
+        raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) at SPEAKER/SESSION/UTT depth")
+    return found
+
+
+def split_by_session(relative_paths: Sequence[str], test_sessions: int = 1) -> Tuple[List[str], List[str]]:
+    """Hold out the last ``test_sessions`` sessions (in name order) of every speaker for testing.
+
+    A speaker with no more sessions than that keeps all its files for training.
+    """
+    by_speaker: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
+    for relative in relative_paths:
+        speaker, session, _ = relative.split("/")
+        by_speaker[speaker][session].append(relative)
+    train, test = [], []
+    for speaker in sorted(by_speaker):
+        sessions = sorted(by_speaker[speaker])
+        held_out = set(sessions[-test_sessions:]) if len(sessions) > test_sessions else set()
+        for session in sessions:
+            (test if session in held_out else train).extend(sorted(by_speaker[speaker][session]))
+    if len({p.split("/")[0] for p in test}) < 2:
+        raise ValueError("the test split needs speakers with more than "
+                         f"{test_sessions} session(s), and at least two of them: found "
+                         f"{len({p.split('/')[0] for p in test})} (make SPEAKER/SESSION folders)")
+    return train, test
+
+
+def write_train_list(relative_paths: Iterable[str], path: str | os.PathLike) -> None:
+    """``SPEAKER SPEAKER/SESSION/UTT.wav`` lines, as VoxCeleb2's train_list.txt."""
+    atomic_write_text(path, "".join(f"{p.split('/')[0]} {p}\n" for p in relative_paths))
+
+
+def make_trials(test_paths: Sequence[str], max_trials: int = 20000, seed: int = 0) -> List[Tuple[int, str, str]]:
+    """Verification trials ``(label, enroll, test)`` over the test files.
+
+    Every pair when there are at most ``max_trials`` of them; otherwise ``max_trials`` distinct
+    random pairs, half of them same-speaker (when that many exist).
+    """
+    paths = sorted(test_paths)
+    speakers = [p.split("/")[0] for p in paths]
+    n_pairs = len(paths) * (len(paths) - 1) // 2
+    if n_pairs <= max_trials:
+        return [(int(speakers[i] == speakers[j]), paths[i], paths[j])
+                for i, j in itertools.combinations(range(len(paths)), 2)]
+    rng = np.random.default_rng(seed)
+    by_speaker: Dict[str, List[int]] = defaultdict(list)
+    for index, speaker in enumerate(speakers):
+        by_speaker[speaker].append(index)
+    groups = [members for members in by_speaker.values() if len(members) > 1]
+    weights = np.array([len(g) * (len(g) - 1) / 2 for g in groups], dtype=np.float64)
+    n_target = int(min(max_trials // 2, weights.sum()))
+    n_total = int(n_target + min(max_trials - n_target, n_pairs - weights.sum()))
+    chosen: set = set()
+    while len(chosen) < n_target:
+        group = groups[rng.choice(len(groups), p=weights / weights.sum())]
+        i, j = sorted(rng.choice(group, size=2, replace=False).tolist())
+        chosen.add((i, j))
+    while len(chosen) < n_total:
+        i, j = sorted(rng.choice(len(paths), size=2, replace=False).tolist())
+        if speakers[i] != speakers[j]:
+            chosen.add((i, j))
+    return [(int(speakers[i] == speakers[j]), paths[i], paths[j]) for i, j in sorted(chosen)]
+
+
+def write_trials(trials: Iterable[Tuple[int, str, str]], path: str | os.PathLike) -> None:
+    """``LABEL ENROLL TEST`` lines, as the VoxCeleb1 trial lists."""
+    atomic_write_text(path, "".join(f"{label} {enroll} {test}\n" for label, enroll, test in trials))

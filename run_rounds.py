@@ -1,0 +1,518 @@
+#!/usr/bin/env python
+"""The self-supervised loop in one command: pseudo-labels, fine-tuning and new embeddings, round after
+round, then large-margin fine-tuning (LMFT) and evaluation (SPEC §1).
+
+    python run_rounds.py --demo                       # the whole loop on real speech, on CPU, in minutes
+    python run_rounds.py --base_path exp/ssl --initial_embeddings dino_vox2_embeddings.pt \\
+        --set train_path=data/voxceleb2 --set test_path=data/voxceleb1 \\
+        --set test_list=data/trials/voxceleb1_o_clean.txt --set musan_path=data/musan_split \\
+        --set rir_path=data/RIRS_NOISES/simulated_rirs --set pretrained_model_path=WavLM-Base+.pt
+
+For round k = 1..R, in ``BASE/round<k>``: pseudo_labeling.py clusters the previous embeddings (the
+initial ones for round 1) into ``pseudo_labels.txt``; trainSpeakerNet.py fine-tunes the pre-trained
+WavLM on them; trainSpeakerNet_Eval.py --eval measures the model; trainSpeakerNet_Eval.py
+--generate_embeddings embeds every file for the next round. Then, in ``BASE/lmft``, trainSpeakerNet.py
+continues the last round's newest checkpoint (--initial_model) with the LMFT config on the last
+pseudo-labels, and --eval measures it. Each step is the command a user would type (they are printed,
+and logged under ``BASE/logs``); a finished step leaves ``BASE/.steps/<step>.done`` and is skipped
+when the driver is run again, and an interrupted training resumes from its newest checkpoint. At the
+end a table of the rounds (pseudo-label NMI, clusters, training accuracy, EER, minDCF) is printed and
+written to ``BASE/rounds.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import checkpoints
+import pseudo_labeling
+from clustering.report import nmi, purity, speakers_from_keys
+from options import OPTIONS_BY_NAME, parse_options
+from utils.atomic import atomic_write_text
+
+REPO = Path(__file__).resolve().parent
+CONFIGS = {
+    False: (REPO / "configs" / "wavlm_mhfa_dlg_lc.yaml", REPO / "configs" / "wavlm_mhfa_dlg_lc_lmft.yaml"),
+    True: (REPO / "configs" / "demo_round.yaml", REPO / "configs" / "demo_lmft.yaml"),
+}
+DEFAULTS = {  # option: (VoxCeleb recipe, demo)
+    "base_path": (None, "exps/demo"),
+    "n_clusters": (50000, 24),
+    "n_clusters_ahc": (7500, 8),
+    "threads": (0, 1),
+}
+PSEUDO_LABELING_OPTIONS = [name[2:] for name, *_ in pseudo_labeling.ARGUMENTS if name.startswith("--")]
+DRIVER_OPTIONS = ("config", "save_path", "train_list", "initial_model", "embeddings_path", "eval",
+                  "generate_embeddings", "distributed")
+"""Options each step gets from the driver; ``--set`` cannot change them."""
+
+
+class DriverError(RuntimeError):
+    """A problem the user can fix; the message says what and where."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+@dataclass
+class Step:
+    """One unit of work: a command line (built when the step runs) or an in-process action."""
+
+    name: str
+    title: str
+    command: Optional[Callable[[], List[str]]] = None
+    action: Optional[Callable[[], None]] = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the driver dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class StepRunner:
+    """Runs steps in order, streaming their output to the console and to ``BASE/logs/<step>.log``."""
+
+    def __init__(self, base: Path, env: Dict[str, str], dry_run: bool = False) -> None:
+        self.base = base
+        self.env = env
+        self.dry_run = dry_run
+        self.started = time.time()
+
+    def marker(self, name: str) -> Path:
+        return self.base / ".steps" / f"{name}.done"
+
+    def is_done(self, name: str) -> bool:
+        return self.marker(name).is_file()
+
+    def run_all(self, steps: Sequence[Step]) -> None:
+        for index, step in enumerate(steps, start=1):
+            self.run(step, f"[{index}/{len(steps)}]")
+
+    def run(self, step: Step, counter: str) -> None:
+        clock = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.started))
+        command = step.command() if step.command is not None else None
+        if self.is_done(step.name) and not self.dry_run:
+            record = json.loads(self.marker(step.name).read_text())
+            print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({self.marker(step.name)})",
+                  flush=True)
+            if record["command"] != command:
+                print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
+                      f"delete {self.marker(step.name)} to run it again", flush=True)
+            return
+        shown = shlex.join(command) if command is not None else "(in-process)"
+        print(f"\n{counter} {clock} ==== {step.title} ====\n$ {shown}", flush=True)
+        if self.dry_run:
+            return
+        begun = time.time()
+        if command is None:
+            step.action()
+        else:
+            log = self.base / "logs" / f"{step.name}.log"
+            status = run_logged(command, self.env, log)
+            if status != 0:
+                raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
+                                  "Fix the cause and run the same command again: finished steps are skipped")
+        seconds = time.time() - begun
+        atomic_write_text(self.marker(step.name), json.dumps({
+            "command": command, "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        print(f"{counter} {step.title}: done in {seconds:.0f} s", flush=True)
+
+
+def run_logged(command: List[str], env: Dict[str, str], log: Path) -> int:
+    """Run ``command``, copying its output to our stdout and appending it to ``log``; return its status.
+
+    If the driver is interrupted (Ctrl-C, SIGTERM) the child is terminated before the driver exits.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as sink:
+        sink.write(f"\n$ {shlex.join(command)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                 preexec_fn=_die_with_parent)
+        try:
+            while chunk := os.read(child.stdout.fileno(), 1 << 16):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                sink.write(chunk)
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class Plan:
+    """What the driver runs, resolved from the command line."""
+
+    base: Path
+    rounds: int
+    round_config: Path
+    lmft_config: Path
+    initial_embeddings: Path
+    n_clusters: int
+    n_clusters_ahc: int
+    nproc_per_node: int
+    python: str
+    options: List[str]
+    """``--KEY VALUE`` for every training / evaluation call (demo paths, then the user's --set)."""
+    pl_options: List[str] = field(default_factory=list)
+
+    def round_dir(self, k: int) -> Path:
+        return self.base / f"round{k}"
+
+    @property
+    def lmft_dir(self) -> Path:
+        return self.base / "lmft"
+
+    def pseudo_labels(self, k: int) -> Path:
+        return self.round_dir(k) / "pseudo_labels.txt"
+
+    def embeddings(self, k: int) -> Path:
+        """Embeddings clustered in round k + 1 (round 0: the initial ones)."""
+        return self.initial_embeddings if k == 0 else self.round_dir(k) / "embeddings.pt"
+
+    def script(self, name: str) -> List[str]:
+        return [self.python, str(REPO / name)]
+
+    def train_command(self, config: Path, train_list: Path, save_path: Path,
+                      initial_model: Optional[str] = None) -> List[str]:
+        launcher = self.script("trainSpeakerNet.py")
+        distributed: List[str] = []
+        if self.nproc_per_node > 1:
+            launcher = [self.python, "-m", "torch.distributed.run", "--standalone",
+                        f"--nproc_per_node={self.nproc_per_node}", str(REPO / "trainSpeakerNet.py")]
+            distributed = ["--distributed", "true"]
+        initial = ["--initial_model", initial_model] if initial_model else []
+        return [*launcher, "--config", str(config), "--train_list", str(train_list), "--save_path", str(save_path),
+                *initial, *distributed, *self.options]
+
+    def eval_command(self, config: Path, save_path: Path) -> List[str]:
+        return [*self.script("trainSpeakerNet_Eval.py"), "--config", str(config), "--eval", "--save_path",
+                str(save_path), *self.options]
+
+    def embed_command(self, k: int) -> List[str]:
+        return [*self.script("trainSpeakerNet_Eval.py"), "--config", str(self.round_config), "--generate_embeddings",
+                "--train_list", str(self.pseudo_labels(k)), "--save_path", str(self.round_dir(k)),
+                "--embeddings_path", str(self.embeddings(k)), *self.options]
+
+    def pseudo_label_command(self, k: int) -> List[str]:
+        return [*self.script("pseudo_labeling.py"), str(self.embeddings(k - 1)), str(self.pseudo_labels(k)),
+                "--n_clusters", str(self.n_clusters), "--n_clusters_ahc", str(self.n_clusters_ahc), *self.pl_options]
+
+    def last_round_checkpoint(self) -> str:
+        newest = checkpoints.newest_checkpoint(str(self.round_dir(self.rounds) / "model"))
+        return newest[1] if newest else f"<newest checkpoint of {self.round_dir(self.rounds) / 'model'}>"
+
+    def steps(self) -> List[Step]:
+        steps: List[Step] = []
+        for k in range(1, self.rounds + 1):
+            steps += [
+                Step(f"round{k}.pseudo_labels", f"round {k}: pseudo-labels", lambda k=k: self.pseudo_label_command(k)),
+                Step(f"round{k}.train", f"round {k}: fine-tuning",
+                     lambda k=k: self.train_command(self.round_config, self.pseudo_labels(k), self.round_dir(k))),
+                Step(f"round{k}.eval", f"round {k}: evaluation",
+                     lambda k=k: self.eval_command(self.round_config, self.round_dir(k))),
+            ]
+            if k < self.rounds:
+                steps.append(Step(f"round{k}.embeddings", f"round {k}: embeddings for round {k + 1}",
+                                  lambda k=k: self.embed_command(k)))
+        steps += [
+            Step("lmft.train", "LMFT: large-margin fine-tuning", lambda: self.train_command(
+                self.lmft_config, self.pseudo_labels(self.rounds), self.lmft_dir, self.last_round_checkpoint())),
+            Step("lmft.eval", "LMFT: evaluation", lambda: self.eval_command(self.lmft_config, self.lmft_dir)),
+        ]
+        return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass
+class StageResult:
+    stage: str
+    pseudo_labels: str
+    nmi: Optional[float] = None
+    purity: Optional[float] = None
+    clusters: Optional[int] = None
+    accuracy: Optional[float] = None
+    eer: Optional[float] = None
+    min_dcf: Dict[str, float] = field(default_factory=dict)
+    det_plot: Optional[str] = None
+
+
+_SCORE_LINE = re.compile(r"Epoch (\d+), TEER/TAcc ([0-9.]+)")
+_EER = re.compile(r"\| EER ([0-9.]+)%")
+_MIN_DCF = re.compile(r"minDCF\(p_target=([0-9.e-]+)\) ([0-9.]+)")
+
+
+def pseudo_label_quality(path: Path) -> Dict[str, Optional[float]]:
+    """NMI and purity against the speaker (first key part) and the number of clusters of a PL file."""
+    labels, keys = [], []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                label, key = line.split()
+                labels.append(label)
+                keys.append(key)
+    predicted = np.unique(np.asarray(labels), return_inverse=True)[1]
+    speakers = speakers_from_keys(keys)
+    return {"clusters": int(predicted.max()) + 1,
+            "nmi": None if speakers is None else nmi(speakers, predicted),
+            "purity": None if speakers is None else purity(speakers, predicted)}
+
+
+def last_line_matching(path: Path, pattern: re.Pattern) -> Optional[str]:
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if pattern.search(line)]
+    return lines[-1] if lines else None
+
+
+def stage_result(stage: str, pseudo_labels: Path, described: str, save_path: Path) -> StageResult:
+    """What one stage's files say: its pseudo-label file, scores.txt and eval_results.txt."""
+    result = StageResult(stage, described)
+    if pseudo_labels.is_file():
+        quality = pseudo_label_quality(pseudo_labels)
+        result.nmi, result.purity, result.clusters = quality["nmi"], quality["purity"], quality["clusters"]
+    score_line = last_line_matching(save_path / "result" / "scores.txt", _SCORE_LINE)
+    if score_line:
+        result.accuracy = float(_SCORE_LINE.search(score_line).group(2))
+    eval_line = last_line_matching(save_path / "result" / "eval_results.txt", _EER)
+    if eval_line:
+        result.eer = float(_EER.search(eval_line).group(1))
+        result.min_dcf = {p: float(v) for p, v in _MIN_DCF.findall(eval_line)}
+    plots = sorted((save_path / "result").glob("det_*.png"), key=lambda p: p.stat().st_mtime)
+    result.det_plot = str(plots[-1]) if plots else None
+    return result
+
+
+def collect_results(plan: Plan, initial_description: str) -> List[StageResult]:
+    results = []
+    for k in range(1, plan.rounds + 1):
+        source = initial_description if k == 1 else f"round {k - 1} model"
+        results.append(stage_result(f"round {k}", plan.pseudo_labels(k), f"{source} embeddings", plan.round_dir(k)))
+    results.append(stage_result("LMFT", plan.pseudo_labels(plan.rounds), f"round {plan.rounds} pseudo-labels",
+                                plan.lmft_dir))
+    return results
+
+
+def format_table(results: Sequence[StageResult]) -> str:
+    p_targets = sorted({p for r in results for p in r.min_dcf}, key=float, reverse=True)
+
+    def number(value: Optional[float], digits: int) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    header = ["stage", "pseudo-labels from", "NMI", "purity", "clusters", "train acc (%)", "EER (%)",
+              *[f"minDCF ({p})" for p in p_targets]]
+    rows = [[r.stage, r.pseudo_labels, number(r.nmi, 3), number(r.purity, 3),
+             "–" if r.clusters is None else str(r.clusters), number(r.accuracy, 1), number(r.eer, 2),
+             *[number(r.min_dcf.get(p), 3) for p in p_targets]] for r in results]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in [header, *rows]]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def report(plan: Plan, initial_description: str, trial_list: str) -> str:
+    """The round table with its context; written to BASE/rounds.md."""
+    results = collect_results(plan, initial_description)
+    det = next((r.det_plot for r in reversed(results) if r.det_plot), None)
+    text = "\n".join([
+        f"# Rounds in {plan.base}",
+        "",
+        format_table(results),
+        "",
+        f"NMI and purity: pseudo-labels against the true speaker (first part of each file key); "
+        f"k-means {plan.n_clusters}" + (f", Ward AHC {plan.n_clusters_ahc}" if plan.n_clusters_ahc else "") + ".",
+        "Train acc: last epoch's top-1 accuracy on the pseudo-labels. EER / minDCF: trial list "
+        f"{trial_list} (chance: EER 50 %, minDCF 1).",
+        f"DET plot: {det}" if det else "DET plot: –",
+        "",
+    ])
+    atomic_write_text(plan.base / "rounds.md", text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Defaults in brackets are [VoxCeleb recipe | --demo].")
+    parser.add_argument("--demo", action="store_true",
+                        help="run the embedded demo: FSDD speech (6 speakers), generated noise and RIRs, a random "
+                             "tiny WavLM, MFCC-statistics initial embeddings; needs nothing else")
+    parser.add_argument("--data", type=Path,
+                        help="with --demo: use this folder of SPEAKER/SESSION/UTT.wav files instead of FSDD "
+                             "(the last session of each speaker is held out for the trials)")
+    parser.add_argument("--base_path", type=Path,
+                        help="folder of the run: round<k>/, lmft/, logs/, rounds.md [required | exps/demo]")
+    parser.add_argument("--rounds", type=int, default=2, help="pseudo-labelling rounds before LMFT [2 | 2]")
+    parser.add_argument("--round_config", type=Path,
+                        help="YAML of each round's training [configs/wavlm_mhfa_dlg_lc.yaml | configs/demo_round.yaml]")
+    parser.add_argument("--lmft_config", type=Path,
+                        help="YAML of LMFT [configs/wavlm_mhfa_dlg_lc_lmft.yaml | configs/demo_lmft.yaml]")
+    parser.add_argument("--initial_embeddings", type=Path,
+                        help="embeddings file clustered in round 1, e.g. DINO embeddings of VoxCeleb2 "
+                             "[required | MFCC statistics written by bootstrap_embeddings.py]")
+    parser.add_argument("--n_clusters", type=int, help="k-means clusters [50000 | 24]")
+    parser.add_argument("--n_clusters_ahc", type=int, help="Ward AHC groups of the centroids; 0 skips AHC [7500 | 8]")
+    parser.add_argument("--nproc_per_node", type=int, default=1,
+                        help="training processes (GPUs) on this machine; >1 launches trainSpeakerNet.py through "
+                             "torch.distributed.run with --distributed [1]")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="option passed to every trainSpeakerNet.py / trainSpeakerNet_Eval.py call, e.g. "
+                             "--set train_path=data/voxceleb2 (repeatable; beats the YAML)")
+    parser.add_argument("--pl_set", dest="pl_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="option passed to every pseudo_labeling.py call, e.g. --pl_set device=cuda")
+    parser.add_argument("--threads", type=int,
+                        help="OMP/MKL threads of each step's process; 0 keeps the environment's [0 | 1] (the "
+                             "demo's tensors are small: one thread each is fastest, and on a busy machine several "
+                             "threads per process made its evaluation 80 times slower)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the steps [this one]")
+    parser.add_argument("--dry_run", action="store_true", help="print the steps' commands without running them")
+    return parser
+
+
+def parse_overrides(pairs: Sequence[str], known: Sequence[str], flag: str, forbidden: Sequence[str] = ()) -> List[str]:
+    """``KEY=VALUE`` strings to ``--KEY VALUE`` arguments, checking each key."""
+    arguments: List[str] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key:
+            raise DriverError(f"{flag} {pair!r}: expected KEY=VALUE")
+        if key in forbidden:
+            raise DriverError(f"{flag} {key}: the driver sets --{key} for each step itself")
+        if key not in known:
+            raise DriverError(f"{flag} {key}: unknown option (known: {', '.join(sorted(known))})")
+        arguments += [f"--{key}", value]
+    return arguments
+
+
+def resolve_config(config: Path, options: List[str]) -> argparse.Namespace:
+    """The options a step will see (YAML + overrides), parsed now so that mistakes surface before any work."""
+    if not config.is_file():
+        raise DriverError(f"config {config} does not exist")
+    return parse_options(f"options of {config}", ["--config", str(config), *options])
+
+
+def check_inputs(plan: Plan, demo: bool) -> str:
+    """Check what can be checked before the first step; returns the trial list the table reports on."""
+    labels = plan.n_clusters_ahc or plan.n_clusters
+    if plan.rounds < 1:
+        raise DriverError(f"--rounds must be at least 1, got {plan.rounds}")
+    if plan.n_clusters_ahc > plan.n_clusters:
+        raise DriverError(f"--n_clusters_ahc {plan.n_clusters_ahc} exceeds --n_clusters {plan.n_clusters}")
+    resolved = None
+    for config in (plan.round_config, plan.lmft_config):
+        resolved = resolve_config(config, plan.options)
+        if resolved.nClasses < labels:
+            raise DriverError(f"{config}: nClasses {resolved.nClasses} is below the {labels} pseudo-labels of "
+                              f"each round: --set nClasses={labels} (or fewer clusters)")
+        if not demo:
+            for name in ("train_path", "test_path", "test_list", "pretrained_model_path"):
+                value = getattr(resolved, name)
+                if value is None or not os.path.exists(value):
+                    raise DriverError(f"{config}: {name} {value!r} does not exist: give it with --set {name}=PATH")
+    if not demo and not plan.initial_embeddings.is_file():
+        raise DriverError(f"--initial_embeddings {plan.initial_embeddings} does not exist")
+    return resolved.test_list
+
+
+def child_environment(threads: int) -> Dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
+    """(plan, demo steps before the rounds, description of the initial embeddings)."""
+    mode = 1 if args.demo else 0
+    for name, values in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, values[mode])
+    if args.data is not None and not args.demo:
+        raise DriverError("--data goes with --demo (the VoxCeleb recipe takes its paths from --set)")
+    if args.base_path is None:
+        raise DriverError("--base_path is required (or run --demo)")
+    round_config, lmft_config = CONFIGS[args.demo]
+    base = args.base_path.resolve()
+    overrides = parse_overrides(args.overrides, list(OPTIONS_BY_NAME), "--set", DRIVER_OPTIONS)
+    pl_overrides = parse_overrides(args.pl_overrides, PSEUDO_LABELING_OPTIONS, "--pl_set",
+                                   ("n_clusters", "n_clusters_ahc"))
+    prelude: List[Step] = []
+    initial_description = "initial"
+    options = overrides
+    if args.demo:
+        from demo.prepare import demo_paths, prepare_demo
+
+        paths = demo_paths(base / "data", args.data.resolve() if args.data else None)
+        options = paths.options() + overrides
+        if args.initial_embeddings is None:
+            args.initial_embeddings = base / "initial_embeddings.pt"
+            initial_description = "MFCC-statistics"
+            prelude.append(Step("demo.initial_embeddings", "initial embeddings: MFCC statistics", lambda: [
+                args.python, str(REPO / "bootstrap_embeddings.py"), "--train_list", str(paths.train_list),
+                "--train_path", str(paths.corpus), "--embeddings_path", str(args.initial_embeddings)]))
+        prelude.insert(0, Step("demo.data", "demo data", action=lambda: prepare_demo(paths)))
+    elif args.initial_embeddings is None:
+        raise DriverError("--initial_embeddings is required (e.g. the DINO embeddings of VoxCeleb2)")
+    plan = Plan(base=base, rounds=args.rounds, round_config=(args.round_config or round_config).resolve(),
+                lmft_config=(args.lmft_config or lmft_config).resolve(),
+                initial_embeddings=args.initial_embeddings.resolve(), n_clusters=args.n_clusters,
+                n_clusters_ahc=args.n_clusters_ahc, nproc_per_node=args.nproc_per_node, python=args.python,
+                options=options, pl_options=pl_overrides)
+    return plan, prelude, initial_description
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        plan, prelude, initial_description = build(args)
+        trial_list = check_inputs(plan, args.demo)
+        runner = StepRunner(plan.base, child_environment(args.threads), args.dry_run)
+        steps = prelude + plan.steps()
+        print(f"run_rounds: {len(steps)} steps in {plan.base} ({plan.rounds} round(s) + LMFT); "
+              f"logs in {plan.base / 'logs'}", flush=True)
+        runner.run_all(steps)
+    except DriverError as err:
+        print(f"run_rounds: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    if not args.dry_run:
+        print("\n" + report(plan, initial_description, trial_list), flush=True)
+        print(f"(written to {plan.base / 'rounds.md'}; total {time.time() - runner.started:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
