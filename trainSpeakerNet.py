@@ -69,15 +69,17 @@ def check_labels(dataset: train_dataset_loader, n_classes: int, train_list: str)
                     n_classes, dataset.num_labels, n_classes - 1)
 
 
-def build_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLoader, Any]:
-    """Dataset (validated), the original's sampler, and a DataLoader of ``batch_size`` groups per step."""
+def build_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLoader, train_dataset_sampler]:
+    """Dataset (validated), the original's sampler, and a DataLoader of ``batch_size`` groups per step.
+
+    Workers are started afresh each epoch (not persistent): their seeds then come from the main
+    process's torch generator, which a resume restores, so a resumed run draws the same augmentations.
+    """
     dataset = train_dataset_loader(**vars(args))
     check_labels(dataset, args.nClasses, args.train_list)
     sampler = train_dataset_sampler(dataset, **vars(args))
-    workers = args.nDataLoaderThread
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True,
-                        persistent_workers=workers > 0)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.nDataLoaderThread,
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True)
     return loader, sampler
 
 

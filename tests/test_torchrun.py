@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections import Counter
 
-import pytest
 import torch
 
 from DatasetLoader import train_dataset_loader, train_dataset_sampler

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Training-step throughput: this project's step against a step that works as the original's does.
+
+The original's step (SpeakerNet.py of wavlm_ssl_sv) embeds the clean view with autograd in every epoch
+although it carries no gradient, computes gradients for WavLM parameters that no optimiser group
+holds, and copies the pre-trained reference weights to the device at every step. Ours embeds the
+clean view without autograd and only under label correction, freezes those parameters and keeps the
+references on the device. Both steps run here on the same network, optimiser and random batch, in one
+process, for an epoch before label correction (epoch 1) and one with it (``lc_start_epoch``).
+
+    python bench/train_speed.py                       # tiny and Base+-shaped (12 layers, 768 dims)
+    python bench/train_speed.py --models base_plus --layers 4 --steps 2
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import options  # noqa: E402
+from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint  # noqa: E402
+from SpeakerNet import REG_EPSILON, ModelTrainer, SpeakerNet  # noqa: E402
+
+HEADS = {"tiny": ("32", "4", "16"), "base_plus": ("256", "64", "128")}  # nOut, head_nb, compression_dim
+
+
+def original_like_step(net: SpeakerNet, trainer: ModelTrainer, reference_cpu: Dict[str, torch.Tensor],
+                       augmented: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
+    """The original's step: autograd clean view every epoch, references copied to the device each step."""
+    trainer.optimizer.zero_grad(set_to_none=True)
+    embeddings = net.__S__(augmented)
+    clean_embeddings = net.__S__(clean)
+    loss, _, _ = net.__L__(embeddings, clean_embeddings, labels, epoch)
+    parameters = dict(net.__S__.model.named_parameters())
+    distance = sum(torch.linalg.vector_norm(parameters[name] - value.to(augmented.device, copy=True))
+                   for name, value in reference_cpu.items())
+    total = loss / loss.detach() + net.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)
+    total.backward()
+    trainer.optimizer.step()
+
+
+def our_step(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, clean: torch.Tensor,
+             labels: torch.Tensor, epoch: int) -> None:
+    trainer.optimizer.zero_grad(set_to_none=True)
+    net(augmented, clean, labels, epoch)[0].backward()
+    trainer.optimizer.step()
+
+
+def timed(step: Callable[[], None], device: torch.device) -> float:
+    """Seconds one call of ``step`` takes (the device synchronised on both sides)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def median(values: List[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def build(shape: str, layers: int, folder: str, device: torch.device) -> Tuple[SpeakerNet, ModelTrainer]:
+    cfg = TINY_WAVLM_CFG if shape == "tiny" else dataclasses.replace(BASE_PLUS_CFG, encoder_layers=layers)
+    path = os.path.join(folder, f"{shape}.pt")
+    save_random_wavlm_checkpoint(path, seed=0, **cfg.to_dict())
+    n_out, heads, compression = HEADS[shape]
+    args = options.parse_options("bench", [
+        "--pretrained_model_path", path, "--model", "spk_encoder", "--nOut", n_out, "--head_nb", heads,
+        "--compression_dim", compression, "--nClasses", "7500", "--weight_finetuning_reg", "0.01"])
+    torch.manual_seed(0)
+    net = SpeakerNet(**vars(args)).to(device).train()
+    return net, ModelTrainer(net, **vars(args))
+
+
+def bench(shape: str, args: argparse.Namespace, device: torch.device, folder: str) -> None:
+    """Print utterances per second of both steps, and their ratio, before and with label correction."""
+    net, trainer = build(shape, args.layers, folder, device)
+    generator = torch.Generator().manual_seed(1)
+    samples = int(args.seconds * 16000)
+    clean = (torch.randn(args.batch, samples, generator=generator) * 0.1).to(device)
+    augmented = clean + (torch.randn(args.batch, samples, generator=generator) * 0.01).to(device)
+    labels = torch.arange(args.batch, device=device)
+    names = {name for name, _ in net.__S__.model.named_parameters()}
+    reference_cpu = {k: v.cpu() for k, v in net.__S__.reference_state.items() if k in names}
+    frozen = [p for p in net.__S__.model.parameters() if not p.requires_grad]
+
+    def original_step(epoch: int) -> None:
+        for parameter in frozen:  # the original computes (and discards) their gradients
+            parameter.requires_grad_(True)
+        original_like_step(net, trainer, reference_cpu, augmented, clean, labels, epoch)
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+
+    for epoch in (1, net.__L__.lc_start_epoch):
+        flows = {"ours": lambda: our_step(net, trainer, augmented, clean, labels, epoch),
+                 "original": lambda: original_step(epoch)}
+        for _ in range(args.warmup):
+            for step in flows.values():
+                step()
+        times: Dict[str, List[float]] = {name: [] for name in flows}
+        for round_index in range(args.steps):  # alternate, so load bursts hit both flows alike
+            for name in sorted(flows, reverse=bool(round_index % 2)):
+                times[name].append(timed(flows[name], device))
+        ours, original_rate = (args.batch / median(times[name]) for name in ("ours", "original"))
+        phase = "before LC" if epoch < net.__L__.lc_start_epoch else "with LC"
+        print(f"{shape:9s} epoch {epoch:2d} ({phase:9s})  ours {ours:8.2f} utt/s  original-like "
+              f"{original_rate:8.2f} utt/s  ratio {ours / original_rate:5.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tiny", "base_plus"], choices=sorted(HEADS))
+    parser.add_argument("--layers", type=int, default=12, help="transformer layers of the Base+-shaped model")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0, help="crop length")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each flow (the median counts)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each flow first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch} x {args.seconds} s, "
+          f"median of {args.steps} alternating timed steps per flow after {args.warmup} warm-up", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        for shape in args.models:
+            bench(shape, args, device, folder)
+
+
+if __name__ == "__main__":
+    main()
