@@ -49,7 +49,7 @@ CONFIGS = {
     True: (REPO / "configs" / "demo_round.yaml", REPO / "configs" / "demo_lmft.yaml"),
 }
 DEFAULTS = {  # option: (VoxCeleb recipe, demo)
-    "base_path": (None, "exps/demo"),
+    "base_path": (None, Path("exps/demo")),
     "n_clusters": (50000, 24),
     "n_clusters_ahc": (7500, 8),
     "threads": (0, 1),

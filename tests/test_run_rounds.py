@@ -124,6 +124,14 @@ def test_dry_run_commands(tmp_path, capsys):
     assert not (tmp_path / "exp" / ".steps").exists()
 
 
+def test_main_command_defaults(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_rounds.main(["--demo", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert f"11 steps in {tmp_path / 'exps' / 'demo'} (2 round(s) + LMFT)" in out
+    assert "--n_clusters 24 --n_clusters_ahc 8" in out and "configs/demo_lmft.yaml" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--set", "max_epochs=3"], "--set max_epochs: unknown option"),
     (["--set", "save_path=x"], "--set save_path: the driver sets --save_path"),
