@@ -157,14 +157,14 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
     model: torch.nn.Module = net
     if args.distributed:
         # Every trainable parameter gets a gradient each step (SpeakerNet._reference_tensors), so the
-        # reducer needs no search for unused parameters.
+        # reducer needs no search for unused parameters. The model has no buffers to broadcast.
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     trainer = ModelTrainer(model, **vars(args))
     restore(trainer, start_epoch, state_file)
-    logger.info("%d parameters (%d trainable); training epochs %d..%d on %s x %d", sum(p.numel() for p in net.parameters()),
-                sum(p.numel() for p in net.parameters() if p.requires_grad), start_epoch, args.max_epoch,
-                device, get_world_size())
+    logger.info("%d parameters (%d trainable); training epochs %d..%d on %s x %d",
+                sum(p.numel() for p in net.parameters()), sum(p.numel() for p in net.parameters() if p.requires_grad),
+                start_epoch, args.max_epoch, device, get_world_size())
     if start_epoch > args.max_epoch:
         logger.warning("Nothing to train: the run starts at epoch %d and max_epoch is %d", start_epoch, args.max_epoch)
 
