@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from score_norm import CohortStatistics, adaptive_snorm, subtract_mean, top_k_statistics
+from score_norm import CohortStatistics, adaptive_snorm, cohort_statistics, subtract_mean
 from trials import TrialList
 from tuneThreshold import compute_eer_mindcf
-from utils.atomic import atomic_open, atomic_write_text
+from utils.atomic import atomic_open
 
 SECOND_P_TARGET = 0.01
 """p_target of the second minDCF (the first is ``--dcf_p_target``, 0.05 by default)."""
@@ -69,11 +69,9 @@ def fused_cohort_statistics(vectors: Tensor, cohort: Tensor, top_k: int, mean: O
     dim = cohort.shape[1]
     probes = ((vectors[:, :dim] + vectors[:, dim:]) / math.sqrt(2.0)).float()
     cohort = cohort.float() if mean is None else subtract_mean(cohort.float(), mean)
-    unit = F.normalize(cohort, dim=1)
-    chunk = max(1, max_entries // unit.shape[0])
-    parts = [top_k_statistics(probes[start:start + chunk] @ unit.T, top_k)
-             for start in range(0, probes.shape[0], chunk)]
-    return CohortStatistics(torch.cat([p.mean for p in parts]).double(), torch.cat([p.std for p in parts]).double())
+    chunk = max(1, max_entries // cohort.shape[0])
+    statistics = cohort_statistics(probes, F.normalize(cohort, dim=1), top_k, chunk_size=chunk, normalise=False)
+    return CohortStatistics(statistics.mean.double(), statistics.std.double())
 
 
 @dataclass
@@ -156,15 +154,3 @@ def write_scores(path: str, scores: np.ndarray, trials: TrialList) -> None:
         else:
             handle.writelines(f"{s:.8f} {label} {e} {t}\n" for s, label, e, t
                               in zip(scores.tolist(), trials.labels.tolist(), trials.enroll, trials.test))
-
-
-def append_result(path: str, line: str) -> None:
-    """Append ``line`` to the results file; the file is rewritten atomically, never left half-written."""
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            previous = handle.read()
-    except FileNotFoundError:
-        previous = ""
-    if previous and not previous.endswith("\n"):
-        previous += "\n"
-    atomic_write_text(path, previous + line + "\n")

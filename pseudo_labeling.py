@@ -24,6 +24,7 @@ from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
 from embedding_store import load_embeddings
 from options import str2bool
 from utils.atomic import atomic_open
+from utils.device import resolve_device
 
 logger = logging.getLogger("pseudo_labeling")
 
@@ -58,12 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(name, type=kind, default=default, help=f"{text} (default: {default})")
     return parser
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,

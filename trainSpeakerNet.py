@@ -31,26 +31,14 @@ import checkpoints
 from DatasetLoader import train_dataset_loader, train_dataset_sampler, worker_init_fn
 from options import parse_options, save_resolved_config
 from SpeakerNet import ModelTrainer, SpeakerNet
-from utils.atomic import atomic_write_text
+from utils.atomic import atomic_append_line
+from utils.device import resolve_device
 from utils.distributed import (all_gather_objects, barrier, cleanup, get_rank, get_world_size, init_distributed,
-                               is_main_process, local_rank)
+                               is_main_process)
 
 logger = logging.getLogger("trainSpeakerNet")
 
 SCORE_LINE = "Epoch {:d}, TEER/TAcc {:2.2f}, TLOSS {:f}, LR {:f} \n"
-
-
-def resolve_device(name: str, distributed: bool) -> torch.device:
-    """``auto`` -> cuda when available; under torchrun each process takes its LOCAL_RANK's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"--device {name}: CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", local_rank() if distributed else torch.cuda.current_device())
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -112,15 +100,6 @@ def restore(trainer: ModelTrainer, start_epoch: int, state_file: Optional[str]) 
                 trainer.learning_rates(), trainer.gate_threshold, state_file)
 
 
-def append_score(path: str, line: str) -> None:
-    """Append one line to ``path``, rewriting the whole (small) file atomically."""
-    previous = ""
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            previous = handle.read()
-    atomic_write_text(path, previous + line)
-
-
 def save_checkpoint(net: SpeakerNet, trainer: ModelTrainer, model_dir: str, epoch: int) -> None:
     """Collective: every process contributes its random states; rank 0 writes the files."""
     rng_states = all_gather_objects(checkpoints.capture_rng_state())
@@ -178,7 +157,7 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
         if is_main_process():
             line = SCORE_LINE.format(epoch, accuracy, loss, learning_rate)
             logger.info(line.strip())
-            append_score(score_file, line)
+            atomic_append_line(score_file, line)
         if epoch % args.test_interval == 0:
             save_checkpoint(net, trainer, model_dir, epoch)
     return net

@@ -34,12 +34,12 @@ from checkpoint_average import average_state_dicts, newest_checkpoint_paths
 from DatasetLoader import read_train_list
 from embedding import CropSpec, embed_files
 from embedding_store import embedding_key, load_embeddings, save_embeddings
-from evaluation import SECOND_P_TARGET, append_result, measure, score_trials, write_scores
+from evaluation import SECOND_P_TARGET, measure, score_trials, write_scores
 from options import parse_options
 from SpeakerNet import SpeakerNet
-from trainSpeakerNet import resolve_device
+from utils.device import resolve_device
 from trials import check_trial_files, read_trial_list
-from utils.atomic import atomic_torch_save
+from utils.atomic import atomic_append_line, atomic_torch_save
 
 logger = logging.getLogger("trainSpeakerNet_Eval")
 
@@ -139,7 +139,7 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> None:
             plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"), title)
         line = result.line()
         print(line, flush=True)
-        append_result(os.path.join(result_dir, RESULTS_FILE), line)
+        atomic_append_line(os.path.join(result_dir, RESULTS_FILE), line)
 
 
 def training_files(args: argparse.Namespace) -> Tuple[List[str], List[str]]:

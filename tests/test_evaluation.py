@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from checkpoint_average import average_state_dicts, main as average_main
-from evaluation import (EvalResult, TrialScores, append_result, fused_cohort_statistics, measure, pair_scores,
+from utils.atomic import atomic_append_line
+from evaluation import (EvalResult, TrialScores, fused_cohort_statistics, measure, pair_scores,
                         score_trials, scoring_vectors, write_scores)
 from trials import TrialListError, check_trial_files, read_trial_list
 from tuneThreshold import compute_eer_mindcf
@@ -132,7 +133,7 @@ def test_measure_and_result_line(tmp_path):
                                                              "m", 0.05, 1.0, 1.0).line()
 
 
-def test_write_scores_and_append_result(tmp_path):
+def test_write_scores_and_append_results_line(tmp_path):
     trials = read_trial_list(write(tmp_path, "1 a b\n0 a c\n"))
     path = str(tmp_path / "scores.txt")
     write_scores(path, np.array([0.5, -0.125]), trials)
@@ -141,8 +142,8 @@ def test_write_scores_and_append_result(tmp_path):
     os.makedirs(os.path.dirname(results))
     with open(results, "w") as handle:
         handle.write("old line without newline")
-    append_result(results, EvalResult("m", "l", 1).line())
-    append_result(results, "second")
+    atomic_append_line(results, EvalResult("m", "l", 1).line())
+    atomic_append_line(results, "second")
     lines = open(results).read().splitlines()
     assert lines[0] == "old line without newline" and "checkpoint m | trials l" in lines[1] and lines[2] == "second"
 

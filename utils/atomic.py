@@ -47,3 +47,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def atomic_append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line to a small log file by rewriting it atomically: never left half-written."""
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            previous = handle.read()
+    except FileNotFoundError:
+        previous = ""
+    if previous and not previous.endswith("\n"):
+        previous += "\n"
+    atomic_write_text(path, previous + line.rstrip("\n") + "\n")
