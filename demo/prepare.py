@@ -63,7 +63,7 @@ def prepare_demo(paths: DemoPaths, max_trials: int = 20000, seed: int = 0) -> Di
     save_random_wavlm_checkpoint(str(paths.wavlm), seed=seed, **DEMO_WAVLM)
     counts = {"speakers": len({p.split("/")[0] for p in train + test}), "train_files": len(train),
               "test_files": len(test), "trials": len(trials), "target_trials": sum(t[0] for t in trials)}
-    print(f"Demo data in {paths.corpus.parent if paths.from_fsdd else paths.corpus}: {counts['speakers']} speakers, "
-          f"{counts['train_files']} training utterances, {counts['test_files']} test utterances, "
-          f"{counts['trials']} trials ({counts['target_trials']} same-speaker)", flush=True)
+    print(f"Demo corpus {paths.corpus}: {counts['speakers']} speakers, {counts['train_files']} training and "
+          f"{counts['test_files']} test utterances, {counts['trials']} trials ({counts['target_trials']} "
+          "same-speaker)", flush=True)
     return counts
