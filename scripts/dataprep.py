@@ -13,7 +13,8 @@ trainSpeakerNet.py and trainSpeakerNet_Eval.py read (SPEC §6):
 
 gives ``data/voxceleb1/idXXXXX/VIDEO/NNNNN.wav`` (test_path), ``data/voxceleb2/...`` (train_path)
 with ``data/train_list.txt``, ``data/musan_split/{music,speech,noise}/SOURCE/SSSSS.wav`` (musan_path),
-``data/RIRS_NOISES/simulated_rirs/ROOMSIZE/RoomNNN/*.wav`` (rir_path) and ``data/trials/*.txt``.
+``data/simulated_rirs/ROOMSIZE/RoomNNN/*.wav`` (rir_path) and ``data/trials/*.txt`` — for the data
+folder ``data``, the options' default paths, so that no path option is needed.
 An archive split into parts (``vox1_dev_wav_partaa`` ...) may be given part by part: the parts are
 joined first. Every step leaves a marker in ``OUT/.dataprep/`` when it succeeds and is skipped on a
 re-run; an interrupted step is redone, skipping the files already complete (each file is written
@@ -472,7 +473,7 @@ def cmd_musan(args: argparse.Namespace) -> None:
 def cmd_rirs(args: argparse.Namespace) -> None:
     out = Path(args.out)
     steps = Steps(out, args.force)
-    root = out / "RIRS_NOISES" / "simulated_rirs"
+    root = out / "simulated_rirs"
     rooms = set(args.rooms)
     for archive in _archives(args, out, steps):
         def destination(name: str, archive: Path = archive) -> Optional[Path]:
@@ -581,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     vox2.add_argument("--ffmpeg", help="ffmpeg executable (default: ffmpeg on PATH)")
     vox2.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel ffmpeg conversions")
     vox2.add_argument("--keep_m4a", action="store_true", help="keep the .m4a files after conversion")
-    rirs = add("rirs", "extract simulated RIRs into OUT/RIRS_NOISES/simulated_rirs", cmd_rirs)
+    rirs = add("rirs", "extract the simulated RIRs of rirs_noises.zip into OUT/simulated_rirs", cmd_rirs)
     rirs.add_argument("--rooms", nargs="+", default=["smallroom", "mediumroom"],
                       choices=["smallroom", "mediumroom", "largeroom"], help="room sizes to extract")
     for sub in (vox1, vox2, rirs):

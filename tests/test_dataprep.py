@@ -218,7 +218,7 @@ def test_rirs_keep_the_chosen_rooms(tmp_path, capsys):
     out = tmp_path / "data"
     code, stdout, _ = run(["rirs", "--archive", archive, "--out", out], capsys)
     assert code == 0
-    root = out / "RIRS_NOISES/simulated_rirs"
+    root = out / "simulated_rirs"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
         "mediumroom/Room002/Room002-00001.wav", "smallroom/Room001/Room001-00001.wav"]
     assert "--rir_path" in stdout
