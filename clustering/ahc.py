@@ -75,7 +75,8 @@ def _nearest_neighbours(rows: torch.Tensor, means: torch.Tensor, sq: torch.Tenso
         dist = torch.addmm(col_sq, means[block_rows], col_means.t(), alpha=-2.0)
         dist.add_(sq[block_rows, None]).clamp_(min=0.0)
         row_sizes = sizes[block_rows, None]
-        dist.mul_(row_sizes * col_sizes / (row_sizes + col_sizes))
+        factor = row_sizes * col_sizes
+        dist.mul_(factor.div_(row_sizes + col_sizes))
         dist[torch.arange(block_rows.numel(), device=means.device), position[block_rows]] = float("inf")
         values, index = dist.min(dim=1)
         neighbour[start:start + step] = cols[index]
