@@ -72,6 +72,8 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     (percentiles), nmi_kmeans / nmi / purity (None when keys carry no speaker), timings (seconds per
     stage), peak_rss_gb.
     """
+    if init not in INIT_METHODS:
+        raise ValueError(f"--init {init!r}: expected one of {list(INIT_METHODS)}")
     timings: Dict[str, float] = {}
     started = time.perf_counter()
     keys, embeddings = load_embeddings(embeddings_file)
