@@ -1,6 +1,7 @@
-"""The one option system of the training and evaluation scripts: argparse + YAML.
+"""The one option system of the three scripts: argparse + YAML.
 
-Every option is declared once in ``OPTIONS`` below. A YAML file given with ``--config`` uses the
+Every option of trainSpeakerNet.py and trainSpeakerNet_Eval.py is declared once in ``OPTIONS``
+below; pseudo_labeling.py declares its own list with the same ``Option`` and parses it here too. A YAML file given with ``--config`` uses the
 option names as keys. Precedence is *explicit command line > YAML > default*; the original let the
 YAML silently override the command line. An unknown YAML key is an error naming the key and the
 file (the original ignored it). Booleans accept true/false/yes/no/1/0 in any case (the original's
@@ -51,6 +52,7 @@ class Option:
     help: str
     group: str
     choices: Optional[Sequence[Any]] = None
+    positional: bool = False  # a required argument given by position (pseudo_labeling.py's files)
 
 
 def _o(name: str, type_: Callable[[Any], Any], default: Any, help_: str, group: str, **kw: Any) -> Option:
@@ -161,6 +163,9 @@ def build_parser(description: str, options: Sequence[Option] = OPTIONS) -> argpa
     groups: Dict[str, argparse._ArgumentGroup] = {}
     for opt in options:
         group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
+        if opt.positional:
+            group.add_argument(opt.name, type=opt.type, help=opt.help)
+            continue
         help_text = f"{opt.help} (default: {opt.default})"
         if opt.type is str2bool:
             # "--eval" alone means true, as the original's store_true; "--augment false" now means false.

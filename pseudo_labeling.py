@@ -9,7 +9,6 @@ percentiles and the time of each stage.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import resource
 import sys
@@ -22,43 +21,31 @@ from clustering.ahc import DEFAULT_BLOCK_BYTES, check_ward_memory, ward_ahc
 from clustering.kmeans import INIT_METHODS, kmeans
 from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
 from embedding_store import load_embeddings
-from options import str2bool
+from options import Option, parse_options, str2bool
 from utils.atomic import atomic_open
 from utils.device import resolve_device
 
 logger = logging.getLogger("pseudo_labeling")
 
-# (name, type, default, help): positional when the name has no default (None) and no "--".
-ARGUMENTS = [
-    ("embeddings_file", str, None, "embeddings file (.pt): torch.save of {key: (1, D) tensor}"),
-    ("output_file", str, None, "pseudo-label list to write: 'LABEL KEY' per line"),
-    ("--n_clusters", int, 50000, "k-means clusters"),
-    ("--n_clusters_ahc", int, 7500, "Ward AHC groups of the k-means centroids; 0 skips AHC"),
-    ("--seed", int, 0, "seed of the k-means initialisation (the original: random_state=0)"),
-    ("--device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
-    ("--max_iter", int, 300, "k-means iterations at most (cuML's default)"),
-    ("--tol", float, 1e-4, "stop k-means when inertia changes by <= tol relatively (cuML's default)"),
-    ("--n_init", int, 1, "k-means runs from different seeds; the lowest inertia wins"),
-    ("--init", str, "k-means||", f"k-means initialisation: {' or '.join(INIT_METHODS)} (see clustering/kmeans.py)"),
-    ("--normalize", str2bool, False, "L2-normalise embeddings before k-means (the original does not)"),
-    ("--chunk_size", int, 0, "points per k-means distance block; 0 = blocks of 2**26 distances"),
-    ("--max_memory_gb", float, 24.0, "refuse Ward AHC when its memory estimate is above this"),
-    ("--ahc_size_weighted", str2bool, False,
-     "weight each centroid by its k-means cluster size in Ward AHC (the original does not)"),
+PL = "pseudo-labelling"
+OPTIONS = [
+    Option("embeddings_file", str, None, "embeddings file (.pt): torch.save of {key: (1, D) tensor}", PL,
+           positional=True),
+    Option("output_file", str, None, "pseudo-label list to write: 'LABEL KEY' per line", PL, positional=True),
+    Option("n_clusters", int, 50000, "k-means clusters", PL),
+    Option("n_clusters_ahc", int, 7500, "Ward AHC groups of the k-means centroids; 0 skips AHC", PL),
+    Option("seed", int, 0, "seed of the k-means initialisation (the original: random_state=0)", PL),
+    Option("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", PL),
+    Option("max_iter", int, 300, "k-means iterations at most (cuML's default)", PL),
+    Option("tol", float, 1e-4, "stop k-means when inertia changes by <= tol relatively (cuML's default)", PL),
+    Option("n_init", int, 1, "k-means runs from different seeds; the lowest inertia wins", PL),
+    Option("init", str, "k-means||", "k-means initialisation (see clustering/kmeans.py)", PL, choices=INIT_METHODS),
+    Option("normalize", str2bool, False, "L2-normalise embeddings before k-means (the original does not)", PL),
+    Option("chunk_size", int, 0, "points per k-means distance block; 0 = blocks of 2**26 distances", PL),
+    Option("max_memory_gb", float, 24.0, "refuse Ward AHC when its memory estimate is above this", PL),
+    Option("ahc_size_weighted", str2bool, False,
+           "weight each centroid by its k-means cluster size in Ward AHC (the original does not)", PL),
 ]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, kind, default, text in ARGUMENTS:
-        if not name.startswith("--"):
-            parser.add_argument(name, type=kind, help=text)
-        elif kind is str2bool:
-            parser.add_argument(name, type=str2bool, nargs="?", const=True, default=default, metavar="BOOL",
-                                help=f"{text} (default: {default})")
-        else:
-            parser.add_argument(name, type=kind, default=default, help=f"{text} (default: {default})")
-    return parser
 
 
 def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,
@@ -140,10 +127,14 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit status (1 on bad input, nothing written)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = vars(parse_options(__doc__.split("\n")[0], argv, OPTIONS))
+    except SystemExit as parse_exit:  # argparse has printed the usage error (or --help)
+        return int(parse_exit.code or 0)
+    args.pop("config")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        run_pseudo_labeling(**vars(args))
+        run_pseudo_labeling(**args)
     except (ValueError, OSError) as exc:
         print(f"pseudo_labeling.py: error: {exc}", file=sys.stderr)
         return 1

@@ -54,7 +54,7 @@ DEFAULTS = {  # option: (VoxCeleb recipe, demo)
     "n_clusters_ahc": (7500, 8),
     "threads": (0, 1),
 }
-PSEUDO_LABELING_OPTIONS = [name[2:] for name, *_ in pseudo_labeling.ARGUMENTS if name.startswith("--")]
+PSEUDO_LABELING_OPTIONS = [opt.name for opt in pseudo_labeling.OPTIONS if not opt.positional]
 DRIVER_OPTIONS = ("config", "save_path", "train_list", "initial_model", "embeddings_path", "eval",
                   "generate_embeddings", "distributed")
 """Options each step gets from the driver; ``--set`` cannot change them."""

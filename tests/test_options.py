@@ -89,3 +89,12 @@ def test_every_option_has_help():
         if isinstance(action, argparse._HelpAction):
             continue
         assert action.help, action.dest
+
+
+def test_positional_options_and_yaml_for_pseudo_labeling(tmp_path):
+    import pseudo_labeling
+    cfg = write(tmp_path, "n_clusters: 12\nn_clusters_ahc: 0\n")
+    args = options.parse_options("pl", ["emb.pt", "pl.txt", "--config", cfg, "--n_clusters_ahc", "3"],
+                                 pseudo_labeling.OPTIONS)
+    assert (args.embeddings_file, args.output_file) == ("emb.pt", "pl.txt")
+    assert args.n_clusters == 12 and args.n_clusters_ahc == 3 and args.device == "auto"

@@ -76,7 +76,7 @@ def bad_files():
     yield "two_rows", {**good, "id99999/v/2.wav": torch.ones(2, 16)}, [], "key 'id99999/v/2.wav': shape (2, 16)"
     yield "too_many", good, ["--n_clusters", "11"], "--n_clusters 11 must be between 1 and the number of embeddings"
     yield "ahc_above", good, ["--n_clusters", "4", "--n_clusters_ahc", "5"], "--n_clusters_ahc 5 must be between 0"
-    yield "init", good, ["--n_clusters", "4", "--init", "random"], "--init 'random': expected one of"
+    yield "init", good, ["--n_clusters", "4", "--init", "random"], "--init: invalid choice: 'random'"
     yield "memory", good, ["--n_clusters", "4", "--n_clusters_ahc", "2", "--max_memory_gb", "1e-6"], "needs about"
 
 
