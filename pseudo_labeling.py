@@ -39,7 +39,9 @@ OPTIONS = [
     Option("max_iter", int, 300, "k-means iterations at most (cuML's default)", PL),
     Option("tol", float, 1e-4, "stop k-means when inertia changes by <= tol relatively (cuML's default)", PL),
     Option("n_init", int, 1, "k-means runs from different seeds; the lowest inertia wins", PL),
-    Option("init", str, "k-means||", "k-means initialisation (see clustering/kmeans.py)", PL, choices=INIT_METHODS),
+    Option("init", str, "auto", "k-means initialisation: auto = k-means|| on GPU (as cuML), "
+           "k-means++-subsample on CPU (k-means|| costs ~10 full passes there); see clustering/kmeans.py",
+           PL, choices=("auto",) + INIT_METHODS),
     Option("normalize", str2bool, False, "L2-normalise embeddings before k-means (the original does not)", PL),
     Option("chunk_size", int, 0, "points per k-means distance block; 0 = blocks of 2**26 distances", PL),
     Option("max_memory_gb", float, 24.0, "refuse Ward AHC when its memory estimate is above this", PL),
@@ -50,7 +52,7 @@ OPTIONS = [
 
 def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,
                         n_clusters_ahc: int = 7500, seed: int = 0, device: str = "auto", max_iter: int = 300,
-                        tol: float = 1e-4, n_init: int = 1, init: str = "k-means||", normalize: bool = False,
+                        tol: float = 1e-4, n_init: int = 1, init: str = "auto", normalize: bool = False,
                         chunk_size: int = 0, max_memory_gb: float = 24.0,
                         ahc_size_weighted: bool = False) -> Dict[str, Any]:
     """Cluster the embeddings of ``embeddings_file`` and write ``output_file``; returns a summary.
@@ -59,8 +61,8 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     (percentiles), nmi_kmeans / nmi / purity (None when keys carry no speaker), timings (seconds per
     stage), peak_rss_gb.
     """
-    if init not in INIT_METHODS:
-        raise ValueError(f"--init {init!r}: expected one of {list(INIT_METHODS)}")
+    if init not in ("auto",) + INIT_METHODS:
+        raise ValueError(f"--init {init!r}: expected one of {['auto', *INIT_METHODS]}")
     timings: Dict[str, float] = {}
     started = time.perf_counter()
     keys, embeddings = load_embeddings(embeddings_file)
@@ -76,6 +78,8 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     if n_clusters_ahc > 0:
         check_ward_memory(n_clusters, dim, max_memory_gb, DEFAULT_BLOCK_BYTES)
     target = resolve_device(device)
+    if init == "auto":
+        init = "k-means||" if target.type == "cuda" else "k-means++-subsample"
 
     stage = time.perf_counter()
     km = kmeans(embeddings, n_clusters, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, device=target,

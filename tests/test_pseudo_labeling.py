@@ -94,3 +94,11 @@ def test_missing_embeddings_file_is_an_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope.pt"), str(tmp_path / "pl.txt")]) != 0
     assert "nope.pt" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_auto_init_is_the_subsample_kmeanspp_on_cpu(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    torch.save(speaker_embeddings(n_speakers=3, videos=2, files=5), tmp_path / "emb.pt")
+    run_pseudo_labeling(str(tmp_path / "emb.pt"), str(tmp_path / "pl.txt"), n_clusters=6, n_clusters_ahc=3,
+                        device="cpu")
+    assert "initialisation (k-means++-subsample)" in caplog.text
