@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Un
 import numpy as np
 import soundfile
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
@@ -30,6 +30,7 @@ from utils import distributed as dist_utils
 SAMPLE_RATE = 16000
 _log = logging.getLogger(__name__)
 _warned: Set[str] = set()
+_RESAMPLERS: Dict[int, AT.Resample] = {}
 
 
 class AudioReadError(RuntimeError):
@@ -47,11 +48,23 @@ def _warn_once(key: str, message: str) -> None:
         _log.warning(message)
 
 
+def _resampler(rate: int) -> AT.Resample:
+    """One ``Resample`` to 16 kHz per source rate: its sinc kernel is built once, not once per file.
+
+    Its kernel is built in float32, the dtype of every signal read here, as
+    ``torchaudio.functional.resample`` builds it for a float32 signal: the results are bit-identical.
+    """
+    if rate not in _RESAMPLERS:
+        _RESAMPLERS[rate] = AT.Resample(rate, SAMPLE_RATE, dtype=torch.float32)
+    return _RESAMPLERS[rate]
+
+
 def read_audio(path: str) -> np.ndarray:
     """Read any file soundfile can open as float32 mono at 16 kHz.
 
-    Multi-channel audio is averaged to mono and other sample rates are resampled with
-    ``torchaudio.functional.resample``; each of these conversions is logged once per process.
+    Multi-channel audio is averaged to mono and other sample rates are resampled as
+    ``torchaudio.functional.resample`` does (one cached kernel per source rate); each of these
+    conversions is logged once per process.
     """
     try:
         audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
@@ -66,7 +79,8 @@ def read_audio(path: str) -> np.ndarray:
         audio = audio[:, 0]
     if rate != SAMPLE_RATE:
         _warn_once("rate", f"{path} is sampled at {rate} Hz; resampling files to {SAMPLE_RATE} Hz")
-        audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, SAMPLE_RATE).numpy()
+        with torch.no_grad():
+            audio = _resampler(rate)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
     return np.ascontiguousarray(audio)
 
 
