@@ -23,7 +23,7 @@ TOLERANCE = 1e-4
 LARGE_LIKE_TINY = dataclasses.replace(TINY_WAVLM_CFG, extractor_mode="layer_norm", layer_norm_first=True)
 PARITY_CONFIGS = {
     "tiny": TINY_WAVLM_CFG,
-    "base_plus_shape_2_layers": dataclasses.replace(BASE_PLUS_CFG, encoder_layers=2),
+    "base_plus": BASE_PLUS_CFG,
     "large_like_tiny": LARGE_LIKE_TINY,
 }
 
@@ -50,16 +50,19 @@ def test_layer_outputs_match_torchaudio(name):
     assert max(diffs.values()) < TOLERANCE
 
 
-def _huggingface_folder(tmp_path, stable: bool, weights_format: str):
-    """A random ``transformers.WavLMModel`` saved as a Hugging Face folder.
+def _huggingface_folder(tmp_path, stable: bool, weights_format: str, base_plus: bool = False):
+    """A random ``transformers.WavLMModel`` saved as a Hugging Face folder (tiny, or WavLM Base+'s shape).
 
     transformers 5 only writes safetensors; the ``bin`` variant is written by ``torch.save`` with
     the pre-parametrisation ``weight_g``/``weight_v`` names, as in the older hub folders.
     """
-    config = transformers.WavLMConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        do_stable_layer_norm=stable, feat_extract_norm="layer" if stable else "group", conv_bias=stable)
+    shape = (dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                  conv_dim=(512,) * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16)
+             if base_plus else
+             dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                  conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
+    config = transformers.WavLMConfig(**shape, do_stable_layer_norm=stable,
+                                      feat_extract_norm="layer" if stable else "group", conv_bias=stable)
     torch.manual_seed(5)
     hf_model = transformers.WavLMModel(config)
     randomize_parameters_(hf_model, seed=6)
@@ -112,6 +115,21 @@ def test_hidden_states_match_transformers(tmp_path, stable, weights_format):
         with torch.no_grad():
             final = model.encoder.layer_norm(ours[-1])
         assert float((final - output.last_hidden_state).abs().max()) < TOLERANCE
+
+
+def test_base_plus_all_13_hidden_states_match_transformers(tmp_path):
+    """WavLM Base+'s full shape (12 layers, 768 dims): all 13 hidden states equal transformers'."""
+    hf_model, folder = _huggingface_folder(tmp_path, stable=False, weights_format="safetensors", base_plus=True)
+    model, _ = load_pretrained_wavlm(str(folder))
+    model.eval()
+    assert model.num_hidden_states == 13 and model.embed_dim == 768
+    waveforms = _waveforms(1, 16000, seed=8)
+    with torch.no_grad():
+        ours = model(waveforms)
+        theirs = hf_model(waveforms, output_hidden_states=True).hidden_states
+    diff = max_abs_diff(ours, list(theirs))
+    print(f"\n[transformers parity] Base+ shape: {diff:.2e} over {len(ours)} hidden states (16000 samples)")
+    assert len(theirs) == 13 and diff < TOLERANCE
 
 
 def test_parameter_names_and_shapes_are_microsofts():
