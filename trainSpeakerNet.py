@@ -32,6 +32,7 @@ from DatasetLoader import train_dataset_loader, train_dataset_sampler, worker_in
 from options import parse_options, save_resolved_config
 from SpeakerNet import ModelTrainer, SpeakerNet
 from utils.atomic import atomic_append_line
+from utils.cli import run_cli
 from utils.device import resolve_device
 from utils.distributed import (all_gather_objects, barrier, cleanup, get_rank, get_world_size, init_distributed,
                                is_main_process)
@@ -182,4 +183,4 @@ def main(argv: Optional[Sequence[str]] = None) -> SpeakerNet:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
