@@ -146,7 +146,10 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
                 sum(p.numel() for p in net.parameters()), sum(p.numel() for p in net.parameters() if p.requires_grad),
                 start_epoch, args.max_epoch, device, get_world_size())
     if start_epoch > args.max_epoch:
-        logger.warning("Nothing to train: the run starts at epoch %d and max_epoch is %d", start_epoch, args.max_epoch)
+        logger.warning("Nothing to train: the run starts at epoch %d (after the newest checkpoint in %s) and "
+                       "max_epoch is %d. To fine-tune a copied checkpoint further (e.g. LMFT), raise --max_epoch "
+                       "to %d, or start from it with --initial_model in an empty save_path",
+                       start_epoch, model_dir, args.max_epoch, start_epoch - 1 + args.max_epoch)
 
     for epoch in range(start_epoch, args.max_epoch + 1):
         sampler.set_epoch(epoch)
