@@ -50,7 +50,7 @@ CONFIGS = {
 }
 DEFAULTS = {  # option: (VoxCeleb recipe, demo)
     "base_path": (None, Path("exps/demo")),
-    "n_clusters": (50000, 24),
+    "n_clusters": (50000, 48),  # demo: 48 merged into 8 give purer MFCC labels than 24 (NMI 0.95 vs 0.87)
     "n_clusters_ahc": (7500, 8),
     "threads": (0, 1),
 }
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--initial_embeddings", type=Path,
                         help="embeddings file clustered in round 1, e.g. DINO embeddings of VoxCeleb2 "
                              "[required | MFCC statistics written by bootstrap_embeddings.py]")
-    parser.add_argument("--n_clusters", type=int, help="k-means clusters [50000 | 24]")
+    parser.add_argument("--n_clusters", type=int, help="k-means clusters [50000 | 48]")
     parser.add_argument("--n_clusters_ahc", type=int, help="Ward AHC groups of the centroids; 0 skips AHC [7500 | 8]")
     parser.add_argument("--nproc_per_node", type=int, default=1,
                         help="training processes (GPUs) on this machine; >1 launches trainSpeakerNet.py through "

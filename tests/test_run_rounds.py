@@ -129,7 +129,7 @@ def test_main_command_defaults(tmp_path, monkeypatch, capsys):
     assert run_rounds.main(["--demo", "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert f"11 steps in {tmp_path / 'exps' / 'demo'} (2 round(s) + LMFT)" in out
-    assert "--n_clusters 24 --n_clusters_ahc 8" in out and "configs/demo_lmft.yaml" in out
+    assert "--n_clusters 48 --n_clusters_ahc 8" in out and "configs/demo_lmft.yaml" in out
 
 
 @pytest.mark.parametrize("argv,message", [
