@@ -3,52 +3,18 @@
 ``demo_paths(work, corpus)`` names the files; ``prepare_demo(paths)`` writes them: the corpus (FSDD
 joined into ``SPEAKER/SESSION/UTT.wav`` unless another corpus folder is given), the training list of
 the training sessions, the trial list of the held-out sessions, MUSAN-like and RIR folders, and a
-random WavLM checkpoint in Microsoft's format standing in for WavLM Base+ (random weights with hand-made
-orthogonal convolutions, see ``orthogonal_conv_layers``: not a pre-trained model).
+random WavLM checkpoint in Microsoft's format standing in for WavLM Base+ (random transformer, a
+hand-made filterbank as its frozen convolutions, see ``demo.standin``: not a pre-trained model).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
-
-import torch
+from typing import Dict, List, Optional
 
 from demo.corpus import build_fsdd_corpus, make_trials, scan_corpus, split_by_session, write_train_list, write_trials
 from demo.noise import make_musan_like, make_rirs
-from models.wavlm_checkpoint import save_random_wavlm_checkpoint
-from utils.atomic import atomic_torch_save
-
-DEMO_WAVLM: Dict[str, Any] = {
-    "conv_feature_layers": "[(128,10,5)] + [(128,3,2)] * 4 + [(128,2,2)] * 2",
-    "encoder_embed_dim": 128,
-    "encoder_ffn_embed_dim": 256,
-}
-"""The demo's random backbone: TINY_WAVLM_CFG (2 layers, 4 heads) widened. The convolutional feature
-extractor and the feature projection are frozen (SPEC §5), so with random weights they must be wide
-enough to pass the signal on: 32 conv channels into 64 dims gave 22 % EER after one round, 128 into
-128 gave 9 % (same data and schedule)."""
-
-
-def orthogonal_conv_layers(checkpoint: Path, seed: int) -> None:
-    """Re-initialise every convolution after the first as orthogonal rows of norm sqrt(2), in place.
-
-    A hand-made stand-in for pre-training, not pre-training: the frozen front end of the demo WavLM
-    stays random but is well conditioned (the row norm is Kaiming's). Measured on the demo (round 1 /
-    round 2 / LMFT EER %): Kaiming-normal convolutions 6.5 / 8.9 / 7.9, orthogonal ones 7.8 / 6.7 /
-    6.0 (round 2 pseudo-label NMI 0.78 both ways), so round 2 now improves on round 1. Rejected: a
-    Gabor bank in the first layer (worse frozen-feature NMI) and ``extractor_mode='layer_norm'``
-    (round 1 10.2 %, round 2 22.2 %).
-    """
-    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    generator = torch.Generator().manual_seed(seed)
-    for key, weight in content["model"].items():
-        if key.startswith("feature_extractor.conv_layers.") and key.endswith(".0.weight") \
-                and not key.startswith("feature_extractor.conv_layers.0."):
-            rows = torch.nn.init.orthogonal_(torch.empty(weight.shape[0], weight[0].numel()), generator=generator)
-            content["model"][key] = (rows * math.sqrt(2.0)).view_as(weight)
-    atomic_torch_save(content, checkpoint)
+from demo.standin import save_standin_checkpoint
 
 
 @dataclass(frozen=True)
@@ -85,8 +51,7 @@ def prepare_demo(paths: DemoPaths, max_trials: int = 20000, seed: int = 0) -> Di
     write_trials(trials, paths.trials)
     make_musan_like(paths.musan, seed=seed)
     make_rirs(paths.rirs, seed=seed)
-    save_random_wavlm_checkpoint(str(paths.wavlm), seed=seed, **DEMO_WAVLM)
-    orthogonal_conv_layers(paths.wavlm, seed)
+    save_standin_checkpoint(paths.wavlm, seed=seed)
     counts = {"speakers": len({p.split("/")[0] for p in train + test}), "train_files": len(train),
               "test_files": len(test), "trials": len(trials), "target_trials": sum(t[0] for t in trials)}
     print(f"Demo corpus {paths.corpus}: {counts['speakers']} speakers, {counts['train_files']} training and "
