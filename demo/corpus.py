@@ -11,11 +11,12 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
 
+from demo.noise import background
 from utils.atomic import atomic_open, atomic_write_text
 
 FSDD_DIR = Path(__file__).resolve().parent / "fsdd" / "recordings"
@@ -57,17 +58,22 @@ def _chunk_sizes(total: int, low: int, high: int, rng: np.random.Generator) -> L
 
 def build_fsdd_corpus(out_root: str | os.PathLike, recordings_dir: str | os.PathLike = FSDD_DIR,
                       sessions: int = 5, digits_per_utterance: Tuple[int, int] = (3, 5),
-                      gap_seconds: float = 0.1, seed: int = 0) -> List[str]:
+                      gap_seconds: float = 0.1, background_snr_db: Optional[Tuple[float, float]] = (20.0, 35.0),
+                      seed: int = 0) -> List[str]:
     """Join FSDD recordings of one speaker and session into utterances ``SPEAKER/SESSIONk/NNNNN.wav``.
 
     The files keep the recordings' sample rate (8 kHz) and 16-bit samples; ``gap_seconds`` of
-    silence separate the joined digits. Deterministic for a given ``seed``. Returns the written
-    paths relative to ``out_root``.
+    silence separate the joined digits. With ``background_snr_db`` = (low, high), each utterance is
+    mixed with its own background (``demo.noise.background``: coloured noise, music or a voice-like
+    buzz, drawn apart from the augmentation sets) at an SNR drawn uniformly from that range, as
+    speech recorded in the wild. Deterministic for a given ``seed``. Returns the written paths
+    relative to ``out_root``.
     """
     low, high = digits_per_utterance
     if not 1 <= low <= high:
         raise ValueError(f"digits_per_utterance must be (low, high) with 1 <= low <= high, got {digits_per_utterance}")
     rng = np.random.default_rng(seed)
+    background_rng = np.random.default_rng([seed, 1])
     written: List[str] = []
     for (speaker, session), paths in sorted(_fsdd_groups(Path(recordings_dir), sessions).items()):
         order = rng.permutation(len(paths))
@@ -83,10 +89,27 @@ def build_fsdd_corpus(out_root: str | os.PathLike, recordings_dir: str | os.Path
             start += size
             relative = f"{speaker}/session{session}/{number:05d}.wav"
             target = Path(out_root) / relative
+            audio = np.concatenate(pieces[:-1])
+            if background_snr_db is not None:
+                audio = _with_background(audio, rate, background_snr_db, background_rng)
             with atomic_open(target, "wb") as handle:
-                sf.write(handle, np.concatenate(pieces[:-1]), rate, format="WAV", subtype="PCM_16")
+                sf.write(handle, audio, rate, format="WAV", subtype="PCM_16")
             written.append(relative)
     return written
+
+
+def _with_background(speech: np.ndarray, rate: int, snr_db: Tuple[float, float],
+                     rng: np.random.Generator) -> np.ndarray:
+    """16-bit ``speech`` plus a background at an SNR drawn from ``snr_db``; scaled down only if it would clip."""
+    clean = speech.astype(np.float64)
+    noise = background(clean.size, rate, rng)
+    snr = rng.uniform(*snr_db)
+    gain = np.sqrt(np.mean(clean ** 2) / (np.mean(noise ** 2) * 10.0 ** (snr / 10.0)))
+    mixed = clean + gain * noise
+    peak = np.max(np.abs(mixed))
+    if peak > 32767:
+        mixed *= 32767 / peak
+    return np.round(mixed).astype(np.int16)
 
 
 def scan_corpus(root: str | os.PathLike) -> List[str]:

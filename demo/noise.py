@@ -1,4 +1,5 @@
-"""Small generated stand-ins for MUSAN and the simulated RIRs, so the demo trains with augmentation on.
+"""Small generated stand-ins for MUSAN and the simulated RIRs, so the demo trains with augmentation on,
+and the backgrounds mixed into the demo corpus (``background``).
 
 Layouts are those the data loader reads: ``musan/{music,speech,noise}/SOURCE/NAME.wav`` (5 s pieces
 at 16 kHz) and ``rirs/{smallroom,mediumroom}/RoomNNN/RoomNNN-NNNNN.wav``. Nothing here is real
@@ -7,6 +8,7 @@ speaker of the corpus leaks into the noise.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Callable, Dict
@@ -66,6 +68,20 @@ def _voice_like(n: int, rng: np.random.Generator) -> np.ndarray:
 
 _KINDS: Dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "noise": _coloured_noise, "music": _music, "speech": _voice_like}
+
+
+def background(n_samples: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_samples`` of one random kind (coloured noise, music or a voice-like buzz) at ``sample_rate``.
+
+    Generated at 16 kHz, then resampled (polyphase, anti-aliased) when ``sample_rate`` differs.
+    """
+    kind = sorted(_KINDS)[int(rng.integers(len(_KINDS)))]
+    divisor = math.gcd(sample_rate, SAMPLE_RATE)
+    up, down = sample_rate // divisor, SAMPLE_RATE // divisor
+    generated = _KINDS[kind](-(-n_samples * down // up) + 1, rng)
+    if up != down:
+        generated = signal.resample_poly(generated, up, down)
+    return generated[:n_samples]
 
 
 def make_musan_like(root: str | os.PathLike, files_per_kind: Dict[str, int] | None = None,
