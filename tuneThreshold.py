@@ -54,12 +54,17 @@ def check_trials(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 def _sorted_trials(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validated trials in ascending score order, tied scores kept in input order (a stable sort)."""
     score_array, label_array = check_trials(scores, labels)
-    order = stable_score_order(score_array)
-    return score_array[order], label_array[order]
+    order, sorted_scores = _stable_sort(score_array)
+    return sorted_scores, label_array[order]
 
 
 def stable_score_order(scores: np.ndarray) -> np.ndarray:
-    """The permutation of a stable ascending argsort of finite float64 ``scores``, about 1.4 times faster.
+    """The permutation of a stable ascending argsort of finite float64 ``scores``, about 1.4 times faster."""
+    return _stable_sort(scores)[0]
+
+
+def _stable_sort(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, scores[order])`` for the stable ascending order of finite float64 ``scores``.
 
     One plain sort of 64-bit keys instead of numpy's stable argsort: the high bits of each key are
     the score mapped to an order-preserving unsigned integer, the low ``b`` bits its index (b = bits
@@ -69,17 +74,28 @@ def stable_score_order(scores: np.ndarray) -> np.ndarray:
     equal keys.
     """
     index_bits = max(1, (scores.size - 1).bit_length())
-    shift, index_mask = np.uint64(index_bits), np.uint64((1 << index_bits) - 1)
-    bits = (scores + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0: equal scores, equal keys
-    ordered_bits = np.where(bits >> np.uint64(63) == 1, ~bits, bits | np.uint64(1 << 63))
-    keys = ordered_bits >> shift << shift
+    shift = np.uint64(index_bits)
+    keys = _order_preserving_bits(scores)
+    keys >>= shift
+    keys <<= shift
     keys |= np.arange(scores.size, dtype=np.uint64)
     keys.sort()
-    order = (keys & index_mask).astype(np.intp)
+    np.bitwise_and(keys, np.uint64((1 << index_bits) - 1), out=keys)
+    order = keys.view(np.int64)
     sorted_scores = scores[order]
     if (sorted_scores[1:] < sorted_scores[:-1]).any():
-        _sort_runs_of_equal_keys(order, scores, keys >> shift)
-    return order
+        _sort_runs_of_equal_keys(order, scores, _order_preserving_bits(sorted_scores) >> shift)
+        sorted_scores = scores[order]
+    return order, sorted_scores
+
+
+def _order_preserving_bits(values: np.ndarray) -> np.ndarray:
+    """Finite float64 ``values`` as new uint64 whose unsigned order is theirs (-0.0 taken as 0.0)."""
+    bits = values.copy().view(np.uint64)
+    negative = values < 0
+    np.invert(bits, out=bits, where=negative)
+    np.bitwise_or(bits, np.uint64(1 << 63), out=bits, where=~negative)
+    return bits
 
 
 def _sort_runs_of_equal_keys(order: np.ndarray, scores: np.ndarray, truncated_keys: np.ndarray) -> None:
