@@ -85,23 +85,22 @@ def background(n_samples: int, sample_rate: int, rng: np.random.Generator) -> np
 
 
 def make_musan_like(root: str | os.PathLike, files_per_kind: Dict[str, int] | None = None,
-                    seconds: float = 5.0, seed: int = 0) -> None:
-    """Write ``root/{music,speech,noise}/demo/<kind>-NNNN.wav`` pieces of ``seconds`` at 16 kHz.
+                    seconds: float = 5.0, seed: int = 0) -> str:
+    """Write ``root/{music,speech,noise}/demo/<kind>-NNNN.wav`` pieces of ``seconds`` at 16 kHz; returns ``root``.
 
-    Babble mixes 3 to 8 "speech" files, so that folder gets at least 8.
+    Babble mixes 3 to 8 "speech" files, so the data loader wants at least 8 there (the default 10).
     """
     counts = {"noise": 6, "music": 4, "speech": 10, **(files_per_kind or {})}
-    if counts["speech"] < 8:
-        raise ValueError(f"babble draws up to 8 speech files: files_per_kind['speech'] must be >= 8, got {counts['speech']}")
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
     for kind in ("music", "speech", "noise"):
         for index in range(counts[kind]):
             _write(Path(root) / kind / "demo" / f"{kind}-{index:04d}.wav", _KINDS[kind](n, rng))
+    return str(root)
 
 
-def make_rirs(root: str | os.PathLike, rooms_per_size: int = 4, rirs_per_room: int = 3, seed: int = 0) -> None:
-    """Write exponentially decaying noise impulse responses under ``root/{smallroom,mediumroom}/RoomNNN/``.
+def make_rirs(root: str | os.PathLike, rooms_per_size: int = 4, rirs_per_room: int = 3, seed: int = 0) -> str:
+    """Write exponentially decaying noise impulse responses under ``root/{smallroom,mediumroom}/RoomNNN/``; returns ``root``.
 
     Reverberation times: 0.2-0.4 s (small rooms) and 0.4-0.8 s (medium rooms); each response has a
     direct-path peak after a short random delay.
@@ -116,3 +115,4 @@ def make_rirs(root: str | os.PathLike, rooms_per_size: int = 4, rirs_per_room: i
                 rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60) * 0.3
                 rir[int(rng.integers(0, SAMPLE_RATE // 200))] = 1.0
                 _write(Path(root) / size / f"Room{room:03d}" / f"Room{room:03d}-{index:05d}.wav", rir)
+    return str(root)

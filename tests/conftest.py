@@ -18,7 +18,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint  # noqa: E402
-from tests.data_factory import make_musan, make_rirs, make_speaker_dataset  # noqa: E402
+from demo.noise import make_musan_like, make_rirs  # noqa: E402
+from tests.data_factory import make_speaker_dataset  # noqa: E402
 
 TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny.yaml")
 TINY_SPEAKERS = 6
@@ -49,8 +50,8 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> TinyCorpus:
     train_list, entries = make_speaker_dataset(train_path, n_speakers=TINY_SPEAKERS, n_sessions=2, n_utts=2,
                                                seconds=(1.0, 1.5))
     return TinyCorpus(train_list=train_list, train_path=train_path,
-                      musan_path=make_musan(str(root / "musan_split"), seconds=2),
-                      rir_path=make_rirs(str(root / "simulated_rirs")), entries=entries)
+                      musan_path=make_musan_like(root / "musan_split", seconds=2),
+                      rir_path=make_rirs(root / "simulated_rirs"), entries=entries)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ Audio is written as 16-bit PCM WAV.
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Sequence, Tuple
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import soundfile
@@ -62,39 +62,6 @@ def make_speaker_dataset(
     list_path = os.path.join(root, "train_list.txt")
     atomic_write_text(list_path, "".join(f"{label} {rel}\n" for label, rel in entries))
     return list_path, entries
-
-
-def make_musan(root: str, seconds: float = 5, seed: int = 1, counts: Sequence[int] = (2, 9, 2)) -> str:
-    """``root/{music,speech,noise}/<sub>/*.wav`` with ``counts`` files of each (speech needs >= 8 for babble)."""
-    rng = np.random.default_rng(seed)
-    sample_rate = 16000
-    length = int(seconds * sample_rate)
-    t = np.arange(length) / sample_rate
-    for category, count in zip(("music", "speech", "noise"), counts):
-        for index in range(count):
-            if category == "music":
-                notes = rng.uniform(200.0, 800.0, size=3)
-                audio = 0.2 * sum(np.sin(2 * np.pi * f * t) for f in notes) / 3
-            elif category == "speech":
-                audio = synthetic_voice(rng, rng.uniform(90.0, 250.0), seconds, sample_rate)
-            else:
-                audio = rng.uniform(0.05, 0.3) * rng.standard_normal(length)
-            _write_wav(os.path.join(root, category, f"{category}-set", f"{category}-{index:04d}.wav"), audio, sample_rate)
-    return root
-
-
-def make_rirs(root: str, count: int = 4, seconds: float = 0.25, seed: int = 2) -> str:
-    """``root/<room>/<subroom>/*.wav`` exponentially decaying noise impulse responses with a direct path."""
-    rng = np.random.default_rng(seed)
-    sample_rate = 16000
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    for index in range(count):
-        rir = rng.standard_normal(t.shape) * np.exp(-t / rng.uniform(0.02, 0.08))
-        rir[0] = 3.0
-        rir = 0.9 * rir / np.max(np.abs(rir))
-        room = "smallroom" if index % 2 == 0 else "mediumroom"
-        _write_wav(os.path.join(root, room, f"Room{index:03d}", f"Room{index:03d}-00001.wav"), rir, sample_rate)
-    return root
 
 
 def make_trial_list(path: str, entries: Iterable[Tuple[int, str, str]]) -> str:

@@ -10,7 +10,7 @@ from scipy import signal
 
 import audio_augment as AA
 import DatasetLoader as DL
-from tests.data_factory import make_musan, make_rirs
+from demo.noise import make_musan_like, make_rirs
 
 MAX_FRAMES = 30
 SAMPLES = DL.crop_samples(MAX_FRAMES)
@@ -19,7 +19,7 @@ SAMPLES = DL.crop_samples(MAX_FRAMES)
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("aug")
-    return make_musan(str(base / "musan"), seconds=1), make_rirs(str(base / "rirs"))
+    return make_musan_like(base / "musan", seconds=1), make_rirs(base / "rirs")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_missing_or_incomplete_folders_are_named(tmp_path, folders):
     musan, rirs = folders
     with pytest.raises(FileNotFoundError, match=r"musan_path '.*nowhere' is not a folder; expected musan_path/\{music,speech,noise\}"):
         DL.AugmentWAV(str(tmp_path / "nowhere"), rirs, MAX_FRAMES)
-    small = make_musan(str(tmp_path / "small"), seconds=0.5, counts=(1, 5, 1))
+    small = make_musan_like(tmp_path / "small", {"music": 1, "speech": 5, "noise": 1}, seconds=0.5)
     with pytest.raises(FileNotFoundError, match="has 5 'speech' files, needs at least 8"):
         DL.AugmentWAV(small, rirs, MAX_FRAMES)
     with pytest.raises(FileNotFoundError, match=r"rir_path '.*empty' holds no impulse responses"):

@@ -10,7 +10,8 @@ import torch
 import torchaudio.functional as AF
 
 import DatasetLoader as DL
-from tests.data_factory import make_musan, make_rirs, make_speaker_dataset
+from demo.noise import make_musan_like, make_rirs
+from tests.data_factory import make_speaker_dataset
 
 
 # ----- the original's algorithms, restated independently (float64 soundfile reads, plain loops) -----
@@ -300,7 +301,7 @@ def test_sampler_rejects_bad_rank():
 @pytest.fixture(scope="module")
 def noise_folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("aug")
-    return make_musan(str(base / "musan"), seconds=1), make_rirs(str(base / "rirs"))
+    return make_musan_like(base / "musan", seconds=1), make_rirs(base / "rirs")
 
 
 @pytest.mark.parametrize("sixth", ["faithful", "babble_music"])
