@@ -367,11 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Defaults in brackets are [VoxCeleb recipe | --demo].")
     parser.add_argument("--demo", action="store_true",
-                        help="run the embedded demo: FSDD speech (6 speakers), generated noise and RIRs, a random "
-                             "tiny WavLM, MFCC-statistics initial embeddings; needs nothing else")
+                        help="run the embedded demo: FSDD speech (6 speakers) with generated backgrounds, generated "
+                             "noise and RIRs for augmentation, a tiny WavLM stand-in (random transformer, "
+                             "filterbank front end), MFCC-statistics initial embeddings; needs nothing else")
     parser.add_argument("--data", type=Path,
-                        help="with --demo: use this folder of SPEAKER/SESSION/UTT.wav files instead of FSDD "
-                             "(the last session of each speaker is held out for the trials)")
+                        help="with --demo: use this folder of SPEAKER/SESSION/UTT.wav files, as they are, instead "
+                             "of FSDD (the last session of each speaker is held out for the trials)")
     parser.add_argument("--base_path", type=Path,
                         help="folder of the run: round<k>/, lmft/, logs/, rounds.md [required | exps/demo]")
     parser.add_argument("--rounds", type=int, default=2, help="pseudo-labelling rounds before LMFT [2 | 2]")
