@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from DatasetLoader import SAMPLE_RATE, read_audio, read_train_list
 from embedding_store import embedding_key, save_embeddings
+from utils.cli import input_error_status
 
 
 class MfccStatistics:
@@ -82,15 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def write_bootstrap_embeddings(args: argparse.Namespace) -> None:
+    """Embed every file of ``args.train_list`` and write the embeddings file."""
     _labels, relative_paths, _lines = read_train_list(args.train_list)
     paths = [os.path.join(args.train_path, p) for p in relative_paths]
     matrix = mfcc_embeddings(paths, args.n_mfcc, args.n_mels, args.vad_db)
     save_embeddings({embedding_key(p): row for p, row in zip(relative_paths, matrix)}, args.embeddings_path)
     print(f"Wrote {matrix.shape[0]} MFCC-statistics embeddings of dimension {matrix.shape[1]} "
           f"to {args.embeddings_path}", flush=True)
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line entry point; returns the exit status (1 on bad input, nothing written)."""
+    args = build_parser().parse_args(argv)
+    return input_error_status(lambda: write_bootstrap_embeddings(args))
 
 
 if __name__ == "__main__":

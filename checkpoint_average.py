@@ -17,6 +17,7 @@ import torch
 
 from checkpoints import list_checkpoints, read_state_dict
 from utils.atomic import atomic_torch_save
+from utils.cli import run_cli
 
 
 def average_state_dicts(paths: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -70,4 +71,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,6 +23,7 @@ from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
 from embedding_store import load_embeddings
 from options import Option, parse_options, str2bool
 from utils.atomic import atomic_open
+from utils.cli import input_error_status
 from utils.device import resolve_device
 
 logger = logging.getLogger("pseudo_labeling")
@@ -137,12 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(parse_exit.code or 0)
     args.pop("config")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        run_pseudo_labeling(**args)
-    except (ValueError, OSError) as exc:
-        print(f"pseudo_labeling.py: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return input_error_status(lambda: run_pseudo_labeling(**args))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,14 @@ def test_cli_keys_shapes_determinism_and_no_labels(corpus, tmp_path):
     nmi = normalized_mutual_info_score(speakers, predicted)
     print(f"NMI of k-means(3) on the MFCC statistics of 3 synthetic speakers: {nmi:.3f}")
     assert nmi > 0.9
+
+
+def test_cli_names_a_missing_audio_file_and_writes_nothing(corpus, tmp_path, capsys):
+    root, _, entries = corpus
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"x {entries[0][1]}\nx id10001/sess00/99999.wav\n")
+    out = tmp_path / "emb.pt"
+    assert boot.main(["--train_list", str(listed), "--train_path", str(root), "--embeddings_path", str(out)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "id10001/sess00/99999.wav" in errors[0] and "Traceback" not in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt"]

@@ -11,15 +11,22 @@ INPUT_ERRORS = (OSError, ValueError, AudioReadError)
 """Raised, with a message naming the file / line / key, when an input is missing or malformed."""
 
 
-def run_cli(main: Callable[[], Any]) -> None:
-    """Run ``main()``; on an input error print ``script: error: message`` and exit with status 1.
+def input_error_status(action: Callable[[], Any]) -> int:
+    """Run ``action()``; return 0, or print ``script: error: message`` and return 1 on an input error.
 
     Set ``SSLSV_TRACEBACK=1`` to see the full traceback instead.
     """
     try:
-        main()
+        action()
     except INPUT_ERRORS as error:
         if os.environ.get("SSLSV_TRACEBACK"):
             raise
         print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run ``main()`` as a script's entry point: an input error exits with status 1 (see :func:`input_error_status`)."""
+    if input_error_status(main):
         sys.exit(1)
