@@ -6,12 +6,12 @@ Audio is written as 16-bit PCM WAV.
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import soundfile
 
-from utils.atomic import atomic_write_text
+from demo.corpus import write_train_list
 
 
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
@@ -60,11 +60,5 @@ def make_speaker_dataset(
                 _write_wav(os.path.join(root, rel), synthetic_voice(rng, f0, length, sample_rate), sample_rate)
                 entries.append((label, rel))
     list_path = os.path.join(root, "train_list.txt")
-    atomic_write_text(list_path, "".join(f"{label} {rel}\n" for label, rel in entries))
+    write_train_list([rel for _, rel in entries], list_path)
     return list_path, entries
-
-
-def make_trial_list(path: str, entries: Iterable[Tuple[int, str, str]]) -> str:
-    """Write ``LABEL ENROLL TEST`` lines; returns ``path``."""
-    atomic_write_text(path, "".join(f"{int(label)} {enroll} {test}\n" for label, enroll, test in entries))
-    return path

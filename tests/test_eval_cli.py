@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import checkpoints
 import trainSpeakerNet_Eval as cli
 from DatasetLoader import crop_audio, read_audio
-from data_factory import make_speaker_dataset, make_trial_list
+from data_factory import make_speaker_dataset
+from demo.corpus import write_trials
 from embedding_store import load_embeddings
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
 from options import parse_options
@@ -38,7 +39,8 @@ def setup(tmp_path_factory):
     rel = [r for _, r in entries]
     speaker = [label for label, _ in entries]
     pairs = [(int(speaker[i] == speaker[j]), rel[i], rel[j]) for i in range(len(rel)) for j in range(i + 1, len(rel))]
-    trials = make_trial_list(str(root / "trials.txt"), pairs)
+    trials = str(root / "trials.txt")
+    write_trials(pairs, trials)
     unlabelled = str(root / "unlabelled.txt")
     with open(unlabelled, "w") as handle:
         handle.writelines(f"{e} {t}\n" for _, e, t in pairs[:5])
