@@ -1,11 +1,11 @@
 """The one option system of the three scripts: argparse + YAML.
 
 Every option of trainSpeakerNet.py and trainSpeakerNet_Eval.py is declared once in ``OPTIONS``
-below; pseudo_labeling.py declares its own list with the same ``Option`` and parses it here too. A YAML file given with ``--config`` uses the
-option names as keys. Precedence is *explicit command line > YAML > default*; the original let the
-YAML silently override the command line. An unknown YAML key is an error naming the key and the
-file (the original ignored it). Booleans accept true/false/yes/no/1/0 in any case (the original's
-``type=bool`` read the string "False" as True).
+below; pseudo_labeling.py declares its own list with the same ``Option`` and parses it here too.
+A YAML file given with ``--config`` uses the option names as keys. Precedence is *explicit command
+line > YAML > default*; the original let the YAML silently override the command line. An unknown
+YAML key is an error naming the key and the file (the original ignored it). Booleans accept
+true/false/yes/no/1/0 in any case (the original's ``type=bool`` read the string "False" as True).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ round, then large-margin fine-tuning (LMFT) and evaluation (SPEC §1).
     python run_rounds.py --base_path exp/ssl --initial_embeddings dino_vox2_embeddings.pt \\
         --set train_path=data/voxceleb2 --set test_path=data/voxceleb1 \\
         --set test_list=data/trials/voxceleb1_o_clean.txt --set musan_path=data/musan_split \\
-        --set rir_path=data/RIRS_NOISES/simulated_rirs --set pretrained_model_path=WavLM-Base+.pt
+        --set rir_path=data/simulated_rirs --set pretrained_model_path=WavLM-Base+.pt
 
 For round k = 1..R, in ``BASE/round<k>``: pseudo_labeling.py clusters the previous embeddings (the
 initial ones for round 1) into ``pseudo_labels.txt``; trainSpeakerNet.py fine-tunes the pre-trained

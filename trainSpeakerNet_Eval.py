@@ -37,10 +37,10 @@ from embedding_store import embedding_key, load_embeddings, save_embeddings
 from evaluation import SECOND_P_TARGET, measure, score_trials, write_scores
 from options import parse_options
 from SpeakerNet import SpeakerNet
-from utils.cli import run_cli
-from utils.device import resolve_device
 from trials import check_trial_files, read_trial_list
 from utils.atomic import atomic_append_line, atomic_torch_save
+from utils.cli import run_cli
+from utils.device import resolve_device
 
 logger = logging.getLogger("trainSpeakerNet_Eval")
 

@@ -100,6 +100,6 @@ def save_standin_checkpoint(path: Path, seed: int = 0) -> None:
     for key, weight in filterbank_convolutions().items():
         if content["model"][key].shape != weight.shape:
             raise RuntimeError(f"{key}: cfg gives {tuple(content['model'][key].shape)}, "
-                                 f"filterbank {tuple(weight.shape)}")
+                               f"filterbank {tuple(weight.shape)}")
         content["model"][key] = weight
     atomic_torch_save(content, path)
