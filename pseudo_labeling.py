@@ -1,144 +1,31 @@
-"""Pseudo-labels from embeddings (SPEC §1 step 2): k-means, then Ward AHC of the k-means centroids.
+"""Pseudo-labels from embeddings (docs/method.md §1 step 2): k-means, then Ward AHC of the k-means centroids.
 
     python pseudo_labeling.py EMB_FILE PL_FILE [--n_clusters 50000] [--n_clusters_ahc 7500] ...
 
 Writes one ``PSEUDO_LABEL KEY`` line per embedding, in the embeddings file's order (a train list
 for trainSpeakerNet.py); nothing is written when any step fails. Reports NMI and purity against
-the speaker of each key (``speaker/video/file`` keys, see clustering/report.py), cluster-size
-percentiles and the time of each stage.
+the speaker of each key, cluster-size percentiles and the time of each stage (clustering/pseudo_labels.py).
 """
 from __future__ import annotations
 
 import logging
-import resource
 import sys
-import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-import torch
-
-from clustering.ahc import DEFAULT_BLOCK_BYTES, check_ward_memory, ward_ahc
-from clustering.kmeans import INIT_METHODS, kmeans
-from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
-from embedding_store import load_embeddings
-from options import Option, parse_options, str2bool
-from utils.atomic import atomic_open
-from utils.cli import input_error_status
-from utils.device import resolve_device
-
-logger = logging.getLogger("pseudo_labeling")
-
-PL = "pseudo-labelling"
-OPTIONS = [
-    Option("embeddings_file", str, None, "embeddings file (.pt): torch.save of {key: (1, D) tensor}", PL,
-           positional=True),
-    Option("output_file", str, None, "pseudo-label list to write: 'LABEL KEY' per line", PL, positional=True),
-    Option("n_clusters", int, 50000, "k-means clusters", PL),
-    Option("n_clusters_ahc", int, 7500, "Ward AHC groups of the k-means centroids; 0 skips AHC", PL),
-    Option("seed", int, 0, "seed of the k-means initialisation (the original: random_state=0)", PL),
-    Option("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", PL),
-    Option("max_iter", int, 300, "k-means iterations at most (cuML's default)", PL),
-    Option("tol", float, 1e-4, "stop k-means when inertia changes by <= tol relatively (cuML's default)", PL),
-    Option("n_init", int, 1, "k-means runs from different seeds; the lowest inertia wins", PL),
-    Option("init", str, "auto", "k-means initialisation: auto = k-means|| on GPU (as cuML), "
-           "k-means++-subsample on CPU (k-means|| costs ~10 full passes there); see clustering/kmeans.py",
-           PL, choices=("auto",) + INIT_METHODS),
-    Option("normalize", str2bool, False, "L2-normalise embeddings before k-means (the original does not)", PL),
-    Option("chunk_size", int, 0, "points per k-means distance block; 0 = blocks of 2**26 distances", PL),
-    Option("max_memory_gb", float, 24.0, "refuse Ward AHC when its memory estimate is above this", PL),
-    Option("ahc_size_weighted", str2bool, False,
-           "weight each centroid by its k-means cluster size in Ward AHC (the original does not)", PL),
-]
-
-
-def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,
-                        n_clusters_ahc: int = 7500, seed: int = 0, device: str = "auto", max_iter: int = 300,
-                        tol: float = 1e-4, n_init: int = 1, init: str = "auto", normalize: bool = False,
-                        chunk_size: int = 0, max_memory_gb: float = 24.0,
-                        ahc_size_weighted: bool = False) -> Dict[str, Any]:
-    """Cluster the embeddings of ``embeddings_file`` and write ``output_file``; returns a summary.
-
-    Summary keys: n_files, dim, kmeans_inertia, kmeans_iterations, n_clusters_nonempty, sizes
-    (percentiles), nmi_kmeans / nmi / purity (None when keys carry no speaker), timings (seconds per
-    stage), peak_rss_gb.
-    """
-    if init not in ("auto",) + INIT_METHODS:
-        raise ValueError(f"--init {init!r}: expected one of {['auto', *INIT_METHODS]}")
-    timings: Dict[str, float] = {}
-    started = time.perf_counter()
-    keys, embeddings = load_embeddings(embeddings_file)
-    n, dim = embeddings.shape
-    timings["load"] = time.perf_counter() - started
-    logger.info("loaded %d embeddings of dimension %d from %s in %.1f s", n, dim, embeddings_file, timings["load"])
-    if not 1 <= n_clusters <= n:
-        raise ValueError(f"--n_clusters {n_clusters} must be between 1 and the number of embeddings ({n}) "
-                         f"in {embeddings_file}")
-    if not 0 <= n_clusters_ahc <= n_clusters:
-        raise ValueError(f"--n_clusters_ahc {n_clusters_ahc} must be between 0 (no AHC) and --n_clusters "
-                         f"({n_clusters})")
-    if n_clusters_ahc > 0:
-        check_ward_memory(n_clusters, dim, max_memory_gb, DEFAULT_BLOCK_BYTES)
-    target = resolve_device(device)
-    if init == "auto":
-        init = "k-means||" if target.type == "cuda" else "k-means++-subsample"
-
-    stage = time.perf_counter()
-    km = kmeans(embeddings, n_clusters, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, device=target,
-                chunk_size=chunk_size or None, init=init, normalize=normalize)
-    timings["kmeans"] = time.perf_counter() - stage
-    logger.info("k-means: %d iterations (%s), inertia %.8g, %.2f min (initialisation %.2f min)", km.n_iter,
-                "converged" if km.converged else "not converged", km.inertia, timings["kmeans"] / 60,
-                km.init_seconds / 60)
-    labels = km.labels
-    if n_clusters_ahc > 0:
-        stage = time.perf_counter()
-        sizes = torch.bincount(km.labels, minlength=n_clusters).clamp_(min=1) if ahc_size_weighted else None
-        groups = ward_ahc(km.centroids, n_clusters_ahc, sizes=sizes, max_memory_gb=max_memory_gb, device=target)
-        labels = groups.labels[km.labels]
-        timings["ahc"] = time.perf_counter() - stage
-        logger.info("Ward AHC: %d -> %d groups in %.2f min", n_clusters, n_clusters_ahc, timings["ahc"] / 60)
-
-    stage = time.perf_counter()
-    pred = labels.numpy()
-    summary: Dict[str, Any] = {"n_files": n, "dim": dim, "kmeans_inertia": km.inertia,
-                               "kmeans_iterations": km.n_iter, "nmi_kmeans": None, "nmi": None, "purity": None}
-    sizes_summary = cluster_sizes(pred)
-    summary["n_clusters_nonempty"] = sizes_summary.pop("n_nonempty")
-    summary["sizes"] = sizes_summary
-    speakers = speakers_from_keys(keys)
-    if speakers is None:
-        logger.info("keys are not speaker/video/file paths: no NMI or purity against speakers")
-    else:
-        summary["nmi_kmeans"] = nmi(speakers, km.labels.numpy())
-        summary["nmi"] = nmi(speakers, pred)
-        summary["purity"] = purity(speakers, pred)
-        logger.info("speakers: %d; NMI after k-means: %.4f", int(speakers.max()) + 1, summary["nmi_kmeans"])
-        logger.info("NMI: %.4f, purity: %.4f", summary["nmi"], summary["purity"])
-    logger.info("%d non-empty clusters; sizes %s", summary["n_clusters_nonempty"],
-                ", ".join(f"{q} {v:g}" for q, v in sizes_summary.items()))
-    timings["report"] = time.perf_counter() - stage
-
-    stage = time.perf_counter()
-    with atomic_open(output_file, "w", encoding="utf-8") as handle:
-        handle.write("".join(f"{label} {key}\n" for label, key in zip(pred.tolist(), keys)))
-    timings["write"] = time.perf_counter() - stage
-    timings["total"] = time.perf_counter() - started
-    summary["timings"] = timings
-    summary["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    logger.info("wrote %d pseudo-labels to %s; stages (s): %s; peak RSS %.2f GB", n, output_file,
-                ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), summary["peak_rss_gb"])
-    return summary
+from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS, run_pseudo_labeling
+from utils.cli import error_status
+from utils.options import parse_options
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit status (1 on bad input, nothing written)."""
     try:
-        args = vars(parse_options(__doc__.split("\n")[0], argv, OPTIONS))
+        args = vars(parse_options(__doc__.split("\n")[0], argv, PSEUDO_LABELING_OPTIONS))
     except SystemExit as parse_exit:  # argparse has printed the usage error (or --help)
         return int(parse_exit.code or 0)
     args.pop("config")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    return input_error_status(lambda: run_pseudo_labeling(**args))
+    return error_status(lambda: run_pseudo_labeling(**args))
 
 
 if __name__ == "__main__":

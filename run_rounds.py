@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The self-supervised loop in one command: pseudo-labels, fine-tuning and new embeddings, round after
-round, then large-margin fine-tuning (LMFT) and evaluation (SPEC §1).
+round, then large-margin fine-tuning (LMFT) and evaluation (docs/method.md §1).
 
     python run_rounds.py --demo                       # the whole loop on real speech, on CPU, in minutes
     python run_rounds.py --base_path exp/ssl --initial_embeddings dino_vox2_embeddings.pt \\
@@ -37,11 +37,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-import checkpoints
-import pseudo_labeling
+from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS
 from clustering.report import nmi, purity, speakers_from_keys
-from options import OPTIONS_BY_NAME, parse_options
+from utils import checkpoints
 from utils.atomic import atomic_write_text
+from utils.errors import InputError
+from utils.options import OPTIONS_BY_NAME, parse_options
 
 REPO = Path(__file__).resolve().parent
 CONFIGS = {
@@ -54,13 +55,13 @@ DEFAULTS = {  # option: (VoxCeleb recipe, demo)
     "n_clusters_ahc": (7500, 8),
     "threads": (0, 1),
 }
-PSEUDO_LABELING_OPTIONS = [opt.name for opt in pseudo_labeling.OPTIONS if not opt.positional]
+PSEUDO_LABELING_OPTION_NAMES = [opt.name for opt in PSEUDO_LABELING_OPTIONS if not opt.positional]
 DRIVER_OPTIONS = ("config", "save_path", "train_list", "initial_model", "embeddings_path", "eval",
                   "generate_embeddings", "distributed")
 """Options each step gets from the driver; ``--set`` cannot change them."""
 
 
-class DriverError(RuntimeError):
+class DriverError(InputError):
     """A problem the user can fix; the message says what and where."""
 
 
@@ -468,7 +469,7 @@ def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
     round_config, lmft_config = CONFIGS[args.demo]
     base = args.base_path.resolve()
     overrides = parse_overrides(args.overrides, list(OPTIONS_BY_NAME), "--set", DRIVER_OPTIONS)
-    pl_overrides = parse_overrides(args.pl_overrides, PSEUDO_LABELING_OPTIONS, "--pl_set",
+    pl_overrides = parse_overrides(args.pl_overrides, PSEUDO_LABELING_OPTION_NAMES, "--pl_set",
                                    ("n_clusters", "n_clusters_ahc"))
     prelude: List[Step] = []
     initial_description = "initial"
@@ -482,7 +483,7 @@ def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
             args.initial_embeddings = base / "initial_embeddings.pt"
             initial_description = "MFCC-statistics"
             prelude.append(Step("demo.initial_embeddings", "initial embeddings: MFCC statistics", lambda: [
-                args.python, str(REPO / "bootstrap_embeddings.py"), "--train_list", str(paths.train_list),
+                args.python, str(REPO / "scripts" / "bootstrap_embeddings.py"), "--train_list", str(paths.train_list),
                 "--train_path", str(paths.corpus), "--embeddings_path", str(args.initial_embeddings)]))
         prelude.insert(0, Step("demo.data", "demo data", action=lambda: prepare_demo(paths)))
     elif args.initial_embeddings is None:

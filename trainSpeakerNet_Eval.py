@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate checkpoints on a trial list, or embed a training list for the next pseudo-labelling round.
 
-Evaluation (SPEC §1 step 6, §7):
+Evaluation (docs/method.md §1 step 6, §7):
     python trainSpeakerNet_Eval.py --config configs/wavlm_mhfa_dlg_lc_lmft.yaml --eval \\
         --test_list veri_test2.txt --test_path voxceleb1 [--initial_model F]
 Evaluates ``--initial_model`` (ours or the original's layout), else the newest ``--num_checkpoints``
@@ -10,7 +10,7 @@ instead. Writes into ``save_path/result``: ``scores_<checkpoint>_<list>.txt`` (`
 TEST`` per trial), ``det_<checkpoint>_<list>.png`` and ``hist_<checkpoint>_<list>.png``, and appends
 one line per checkpoint to ``eval_results.txt``.
 
-Embedding (SPEC §1 step 4):
+Embedding (docs/method.md §1 step 4):
     python trainSpeakerNet_Eval.py --config ... --generate_embeddings --embeddings_path emb.pt
 Every file of ``--train_list`` under ``--train_path``, whole utterance, one (1, nOut) float32
 embedding per file keyed by its last three path parts: the input of ``pseudo_labeling.py``.
@@ -28,19 +28,21 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-import checkpoints
-import plots
-from checkpoint_average import average_state_dicts, newest_checkpoint_paths
-from DatasetLoader import read_train_list
-from embedding import CropSpec, embed_files
-from embedding_store import embedding_key, load_embeddings, save_embeddings
-from evaluation import SECOND_P_TARGET, measure, score_trials, write_scores
-from options import parse_options
-from SpeakerNet import SpeakerNet
-from trials import check_trial_files, read_trial_list
+from dataio.datasets import CropSpec
+from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
+from dataio.lists import read_train_list
+from dataio.trials import check_trial_files, read_trial_list
+from scoring import plots
+from scoring.embedding import embed_files
+from scoring.scoring import SECOND_P_TARGET, measure, score_trials, write_scores
+from training.speaker_net import SpeakerNet
+from utils import checkpoints
 from utils.atomic import atomic_append_line, atomic_torch_save
+from utils.checkpoints import average_state_dicts, newest_checkpoint_paths
 from utils.cli import run_cli
 from utils.device import resolve_device
+from utils.errors import InputError
+from utils.options import parse_options
 
 logger = logging.getLogger("trainSpeakerNet_Eval")
 
@@ -63,7 +65,7 @@ def checkpoints_to_evaluate(args: argparse.Namespace) -> List[Tuple[str, str]]:
     model_dir = os.path.join(args.save_path, "model")
     if args.average_checkpoints > 0:
         if args.initial_model:
-            raise SystemExit("--average_checkpoints averages the newest checkpoints of save_path/model; "
+            raise InputError("--average_checkpoints averages the newest checkpoints of save_path/model; "
                              "it cannot be combined with --initial_model")
         paths = newest_checkpoint_paths(model_dir, args.average_checkpoints)
         name = f"average_{stem(paths[0])}-{stem(paths[-1])}"
@@ -73,11 +75,11 @@ def checkpoints_to_evaluate(args: argparse.Namespace) -> List[Tuple[str, str]]:
         return [(name, path)]
     if args.initial_model:
         if not os.path.isfile(args.initial_model):
-            raise SystemExit(f"--initial_model {args.initial_model!r} does not exist")
+            raise InputError(f"--initial_model {args.initial_model!r} does not exist")
         return [(stem(args.initial_model), args.initial_model)]
     found = checkpoints.list_checkpoints(model_dir)
     if not found:
-        raise SystemExit(f"nothing to evaluate: no model%09d.model in {model_dir!r} and no --initial_model")
+        raise InputError(f"nothing to evaluate: no model%09d.model in {model_dir!r} and no --initial_model")
     return [(stem(path), path) for _, path in reversed(found[-args.num_checkpoints:])]
 
 
@@ -86,11 +88,11 @@ def load_cohort(args: argparse.Namespace) -> Tuple[Optional[torch.Tensor], Optio
     if args.score_norm == "none" and not args.subtract_mean:
         return None, None
     if not args.cohort_embeddings:
-        raise SystemExit("--score_norm asnorm and --subtract_mean need --cohort_embeddings (an embeddings file "
+        raise InputError("--score_norm asnorm and --subtract_mean need --cohort_embeddings (an embeddings file "
                          "of the training set, as --generate_embeddings writes)")
     _, cohort = load_embeddings(args.cohort_embeddings)
     if args.score_norm == "asnorm" and not 2 <= args.asnorm_top_k <= cohort.shape[0]:
-        raise SystemExit(f"--asnorm_top_k {args.asnorm_top_k} must lie between 2 and the cohort size "
+        raise InputError(f"--asnorm_top_k {args.asnorm_top_k} must lie between 2 and the cohort size "
                          f"{cohort.shape[0]} of {args.cohort_embeddings!r}")
     mean = cohort.double().mean(dim=0) if args.subtract_mean else None
     return (cohort if args.score_norm == "asnorm" else None), mean
@@ -150,7 +152,7 @@ def training_files(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
     for rel, number in zip(relative, line_numbers):
         path = os.path.join(args.train_path, rel)
         if not os.path.isfile(path):
-            raise SystemExit(f"{args.train_list}:{number}: {path} does not exist (train_path {args.train_path!r})")
+            raise InputError(f"{args.train_list}:{number}: {path} does not exist (train_path {args.train_path!r})")
         key = embedding_key(path)
         if key in seen:
             logger.warning("%s:%d: %s is listed again; it is embedded once", args.train_list, number, key)
@@ -163,17 +165,17 @@ def training_files(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
 
 def run_generate_embeddings(args: argparse.Namespace, device: torch.device) -> None:
     if not args.embeddings_path:
-        raise SystemExit("--generate_embeddings needs --embeddings_path (the output file)")
+        raise InputError("--generate_embeddings needs --embeddings_path (the output file)")
     paths, keys = training_files(args)
     weights = args.initial_model
     if not weights:
         newest = checkpoints.newest_checkpoint(os.path.join(args.save_path, "model"))
         if newest is None:
-            raise SystemExit(f"no weights to embed with: give --initial_model or train into "
+            raise InputError(f"no weights to embed with: give --initial_model or train into "
                              f"{os.path.join(args.save_path, 'model')!r} first")
         weights = newest[1]
     elif not os.path.isfile(weights):
-        raise SystemExit(f"--initial_model {weights!r} does not exist")
+        raise InputError(f"--initial_model {weights!r} does not exist")
     encoder = load_encoder(SpeakerNet(**vars(args)).to(device), weights)
     embeddings = embed_files(encoder, paths, device, args.eval_batch_size, num_workers=args.nDataLoaderThread,
                              desc="Embedding the train list")
@@ -187,14 +189,14 @@ def check_counts(args: argparse.Namespace) -> None:
     for name, lowest in (("num_checkpoints", 1), ("eval_batch_size", 1), ("num_eval", 1), ("eval_frames", 0),
                          ("max_eval_samples", 0), ("average_checkpoints", 0)):
         if getattr(args, name) < lowest:
-            raise SystemExit(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+            raise InputError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_options("Evaluate speaker-verification checkpoints or embed a training list.", argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.eval == args.generate_embeddings:
-        raise SystemExit("give exactly one of --eval and --generate_embeddings")
+        raise InputError("give exactly one of --eval and --generate_embeddings")
     check_counts(args)
     if args.distributed:
         logger.warning("--distributed is ignored: evaluation and embedding run in one process")

@@ -14,19 +14,14 @@ The public API pays for its list return types (conversions to and from Python li
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Callable
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-import tuneThreshold  # noqa: E402
-from bench.reference_eer import reference_error_rates, reference_min_dcf, reference_tune_threshold  # noqa: E402
+import tuneThreshold
+from bench.reference_eer import reference_error_rates, reference_min_dcf, reference_tune_threshold
 
 P_TARGETS = (0.05, 0.01)
 Figures = dict[str, float]

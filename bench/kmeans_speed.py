@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from clustering.kmeans import kmeans
 from clustering.report import nmi
-from embedding_store import save_embeddings
+from dataio.embedding_store import save_embeddings
 from pseudo_labeling import run_pseudo_labeling
 
 VOXCELEB2_FILES, VOXCELEB2_SPEAKERS = 1_092_009, 5_994

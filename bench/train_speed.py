@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from typing import Callable, Dict, List, Tuple
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import options  # noqa: E402
-from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint  # noqa: E402
-from SpeakerNet import REG_EPSILON, ModelTrainer, SpeakerNet  # noqa: E402
+from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint
+from training.speaker_net import REG_EPSILON, SpeakerNet
+from training.trainer import ModelTrainer
+from utils import options
 
 HEADS = {"tiny": ("32", "4", "16"), "base_plus": ("256", "64", "128")}  # nOut, head_nb, compression_dim
 

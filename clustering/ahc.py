@@ -24,12 +24,14 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from utils.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_BYTES = 256 << 20  # one block of the nearest-neighbour search, float64
 
 
-class MemoryBudgetError(ValueError):
+class MemoryBudgetError(InputError):
     """The estimated memory of a step exceeds the allowed budget."""
 
 

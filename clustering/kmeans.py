@@ -90,7 +90,7 @@ def _nearest_after_move(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Te
     moved is scored against all. Same result as :func:`_nearest` (ties aside) for a cost of about
     ``moved / K`` of it, plus the points of moved clusters.
     """
-    n, k = x.shape[0], centroids.shape[0]
+    n = x.shape[0]
     moved_index = moved.nonzero().flatten()
     rows = max(1, min(n, block_elements // max(1, moved_index.numel())))
     c_sq = (centroids * centroids).sum(dim=1)
@@ -314,7 +314,8 @@ def _lloyd(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor, max_ite
         moved = (updated != centroids).any(dim=1)
         centroids = updated
         state = (labels, d2)
-        change = math.inf if previous_inertia is None else abs(previous_inertia - inertia) / max(previous_inertia, 1e-300)
+        change = (math.inf if previous_inertia is None
+                  else abs(previous_inertia - inertia) / max(previous_inertia, 1e-300))
         logger.info("k-means iteration %d/%d: inertia %.8g, relative change %.3g, %d labels changed, "
                     "%d empty clusters re-seeded, %d centroids moved, %.2f s", n_iter, max_iter, inertia, change,
                     changed, n_reseeded, int(moved.sum()), time.perf_counter() - started)

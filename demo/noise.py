@@ -100,7 +100,9 @@ def make_musan_like(root: str | os.PathLike, files_per_kind: Dict[str, int] | No
 
 
 def make_rirs(root: str | os.PathLike, rooms_per_size: int = 4, rirs_per_room: int = 3, seed: int = 0) -> str:
-    """Write exponentially decaying noise impulse responses under ``root/{smallroom,mediumroom}/RoomNNN/``; returns ``root``.
+    """Write exponentially decaying noise impulse responses under ``root/{smallroom,mediumroom}/RoomNNN/``.
+
+    Returns ``root``.
 
     Reverberation times: 0.2-0.4 s (small rooms) and 0.4-0.8 s (medium rooms); each response has a
     direct-path peak after a short random delay.

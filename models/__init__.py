@@ -1,4 +1,9 @@
-"""Speaker models, chosen by the config's ``model:`` name (a module under ``models/``)."""
+"""Models: the WavLM backbone and its checkpoint formats, the MHFA head, the speaker encoder.
+
+A config's ``model:`` names a module under ``models/`` that defines ``MainModel`` (the published
+``Baseline.Spk_Encoder`` resolves to ``spk_encoder``). ``wavlm`` is the backbone, ``wavlm_checkpoint``
+reads Microsoft's and Hugging Face's files, ``mhfa`` is the pooling head. Imports only ``utils``.
+"""
 from __future__ import annotations
 
 import importlib

@@ -46,9 +46,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import soundfile as sf
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from utils.atomic import atomic_write_text  # noqa: E402  (after the repository root is importable)
+from dataio.trials import read_trial_list
+from utils.atomic import atomic_write_text
+from utils.cli import error_status
+from utils.errors import InputError
 
 SAMPLE_RATE = 16000
 MARKER_DIR = ".dataprep"
@@ -90,7 +91,7 @@ _SPEAKER_ID = re.compile(r"^id\d{5}$")
 _PART = re.compile(r"^(?P<stem>.+)_part[a-z]{2}$")
 
 
-class DataprepError(RuntimeError):
+class DataprepError(InputError):
     """A failure the user can act on; the message names the archive, file or list involved."""
 
 
@@ -135,7 +136,8 @@ def _check_count(what: str, found: int, published: int, strict: bool) -> None:
 
 def check_sample_rates(files: Sequence[Path], n_checked: int, strict: bool, seed: int = 0) -> int:
     """Check that ``n_checked`` random files (all when 0) are 16 kHz mono; returns how many were read."""
-    chosen = list(files) if n_checked <= 0 or n_checked >= len(files) else random.Random(seed).sample(list(files), n_checked)
+    files = list(files)
+    chosen = files if n_checked <= 0 or n_checked >= len(files) else random.Random(seed).sample(files, n_checked)
     wrong = []
     for path in chosen:
         info = sf.info(str(path))
@@ -499,34 +501,19 @@ def cmd_rirs(args: argparse.Namespace) -> None:
     print(f"RIRs ready: --rir_path {root}", flush=True)
 
 
-def read_official_trials(path: Path) -> List[Tuple[str, str, str]]:
-    """``LABEL ENROLL TEST`` lines of an official list; a malformed line is an error naming file:line."""
-    trials = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise DataprepError(f"{path}:{number}: expected 'LABEL ENROLL TEST' with LABEL 0 or 1, got {line.strip()!r}")
-            trials.append((fields[0], fields[1], fields[2]))
-    if not trials:
-        raise DataprepError(f"trial list {path} is empty")
-    return trials
-
-
 def prepare_trial_list(source: Path, voxceleb1: Path, out_dir: Path, strict: bool) -> Dict:
     """Check an official VoxCeleb1 list and write it under our name, keeping the trials whose files exist."""
-    if not source.is_file():
-        raise DataprepError(f"trial list {source} not found")
     name, published = TRIAL_LISTS.get(source.name, (source.name, None))
-    trials = read_official_trials(source)
+    trials = read_trial_list(str(source))
+    if trials.labels is None:
+        raise DataprepError(f"{source}: an official list has 'LABEL ENROLL TEST' lines; this one has no labels")
     if published is not None:
         _check_count(f"{source.name} trials", len(trials), published, strict)
     present = {p.relative_to(voxceleb1).as_posix() for p in scan_speaker_files(voxceleb1)}
-    kept = [t for t in trials if t[1] in present and t[2] in present]
+    labelled = zip(trials.labels.tolist(), trials.enroll, trials.test)
+    kept = [(str(label), enroll, test) for label, enroll, test in labelled if enroll in present and test in present]
     if len(kept) < len(trials):
-        missing = sorted({p for t in trials for p in t[1:] if p not in present})
+        missing = sorted(name for name in trials.files() if name not in present)
         _mismatch(f"{source.name}: {len(trials) - len(kept):,} trials name files missing from {voxceleb1} "
                   f"({len(missing):,} files, e.g. {missing[:3]}); they are left out", strict)
     if not kept:
@@ -546,7 +533,8 @@ def cmd_trials(args: argparse.Namespace) -> None:
     for source in (Path(p) for p in args.list):
         steps.run(f"trials.{source.name}", lambda source=source: prepare_trial_list(
             source, voxceleb1, out / "trials", args.strict))
-    print(f"trial lists ready under {out / 'trials'} (use one as --test_list, with --test_path {voxceleb1})", flush=True)
+    print(f"trial lists ready under {out / 'trials'} (use one as --test_list, with --test_path {voxceleb1})",
+          flush=True)
 
 
 def cmd_train_list(args: argparse.Namespace) -> None:
@@ -559,7 +547,7 @@ def cmd_train_list(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="See the module docstring (python -m pydoc scripts/dataprep.py) for the layout.")
+                                     epilog="The layout written: python -m pydoc scripts/dataprep.py")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str, handler: Callable, archives: bool = True) -> argparse.ArgumentParser:
@@ -572,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "train_list":
             sub.add_argument("--out", required=True, help="data folder to write into")
             sub.add_argument("--strict", action="store_true",
-                             help="fail (instead of warning) when counts or sample rates differ from the published ones")
+                             help="fail (instead of warning) when counts or sample rates differ from the "
+                                  "published ones")
             sub.add_argument("--force", action="store_true", help="redo steps already marked done")
         return sub
 
@@ -606,12 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.handler(args)
-    except DataprepError as err:
-        print(f"dataprep {args.command}: error: {err}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return error_status(lambda: args.handler(args), prog=f"dataprep {args.command}")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,7 @@ The README's options table is this script's output (a test keeps the two in step
 """
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from options import OPTIONS  # noqa: E402
+from utils.options import OPTIONS
 
 
 def options_table() -> str:

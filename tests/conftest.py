@@ -6,20 +6,19 @@ script reads: a VoxCeleb-like train list, MUSAN split folders and simulated-RIR 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
 import pytest
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+from demo.noise import make_musan_like, make_rirs
+from models.wavlm_checkpoint import save_random_wavlm_checkpoint
+from SpeakerNet import SpeakerNet
+from tests.data_factory import make_speaker_dataset
+from utils import options
 
-from models.wavlm_checkpoint import save_random_wavlm_checkpoint  # noqa: E402
-from demo.noise import make_musan_like, make_rirs  # noqa: E402
-from tests.data_factory import make_speaker_dataset  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny.yaml")
 TINY_SPEAKERS = 6
@@ -68,10 +67,8 @@ def tiny_argv(tiny_wavlm: str, tiny_corpus: TinyCorpus) -> Callable[..., List[st
 
 
 @pytest.fixture(scope="session")
-def tiny_net(tiny_wavlm: str) -> Callable[..., "SpeakerNet"]:
+def tiny_net(tiny_wavlm: str) -> Callable[..., SpeakerNet]:
     """``tiny_net(*extra_argv)``: a SpeakerNet built from the tiny config (and extra options)."""
-    import options
-    from SpeakerNet import SpeakerNet
 
     def build(*extra: str, seed: int = 0) -> SpeakerNet:
         args = options.parse_options("test", ["--config", TINY_CONFIG, "--pretrained_model_path", tiny_wavlm, *extra])

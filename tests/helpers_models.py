@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from models.wavlm import WavLM, WavLMConfig
 
+
 def randomize_parameters_(module: nn.Module, seed: int, scale: float = 0.05) -> None:
     """Add seeded noise to every parameter, so that norms, biases and gates are all non-trivial."""
     generator = torch.Generator().manual_seed(seed)

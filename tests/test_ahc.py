@@ -6,15 +6,15 @@ from scipy.cluster.hierarchy import ward
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.ahc import (MemoryBudgetError, check_ward_memory, condensed_matrix_bytes, ward_ahc,
-                            ward_memory_bytes)
+from clustering.ahc import MemoryBudgetError, check_ward_memory, condensed_matrix_bytes, ward_ahc, ward_memory_bytes
 
 
 def points(n, dim, seed, n_blobs=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, dim, generator=g, dtype=torch.float64)
     if n_blobs:
-        x += 6.0 * torch.randn(n_blobs, dim, generator=g, dtype=torch.float64)[torch.randint(n_blobs, (n,), generator=g)]
+        centres = 6.0 * torch.randn(n_blobs, dim, generator=g, dtype=torch.float64)
+        x += centres[torch.randint(n_blobs, (n,), generator=g)]
     return x
 
 

@@ -8,12 +8,15 @@ import soundfile
 import torch
 from scipy import signal
 
-import audio_augment as AA
+import dataio.augment as AA
 import DatasetLoader as DL
+from dataio.audio import crop_samples
+from dataio.augment import AugmentPlan
 from demo.noise import make_musan_like, make_rirs
+from utils.errors import InputError
 
 MAX_FRAMES = 30
-SAMPLES = DL.crop_samples(MAX_FRAMES)
+SAMPLES = crop_samples(MAX_FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +148,8 @@ def test_six_kinds_drawn_with_equal_odds(folders, monkeypatch):
 def test_batched_plans_equal_per_sample_worker_path(folders, clean, sixth):
     augment = DL.AugmentWAV(*folders, MAX_FRAMES, sixth_augmentation=sixth)
     random.seed(1)
-    plans = [DL.AugmentPlan(None, ()), DL.AugmentPlan(augment.pick_rir(), ())]
-    plans += [DL.AugmentPlan(None, tuple(augment.pick_noise(c) for c in cats)) for cats in augment.kind_noises[2:]]
+    plans = [AugmentPlan(None, ()), AugmentPlan(augment.pick_rir(), ())]
+    plans += [AugmentPlan(None, tuple(augment.pick_noise(c) for c in cats)) for cats in augment.kind_noises[2:]]
     crops = [clean * (0.5 + i) for i in range(len(plans))]
     worker = np.concatenate([DL.AugmentWAV.apply(c, p) for c, p in zip(crops, plans)])
     tensors = augment.plan_tensors(plans)
@@ -162,7 +165,8 @@ def test_batched_plans_equal_per_sample_worker_path(folders, clean, sixth):
 
 def test_long_rir_is_cut_without_changing_output(clean):
     rng = np.random.default_rng(2)
-    rir = AA.unit_energy(torch.from_numpy(rng.standard_normal(SAMPLES + 500) * np.exp(-np.arange(SAMPLES + 500) / 3000)))
+    decay = np.exp(-np.arange(SAMPLES + 500) / 3000)
+    rir = AA.unit_energy(torch.from_numpy(rng.standard_normal(SAMPLES + 500) * decay))
     full = AA.reverberate(torch.from_numpy(clean), rir)
     cut = AA.reverberate(torch.from_numpy(clean), rir[:SAMPLES])
     torch.testing.assert_close(full, cut, rtol=0, atol=1e-10)
@@ -171,12 +175,13 @@ def test_long_rir_is_cut_without_changing_output(clean):
 
 def test_missing_or_incomplete_folders_are_named(tmp_path, folders):
     musan, rirs = folders
-    with pytest.raises(FileNotFoundError, match=r"musan_path '.*nowhere' is not a folder; expected musan_path/\{music,speech,noise\}"):
+    with pytest.raises(InputError,
+                       match=r"musan_path '.*nowhere' is not a folder; expected musan_path/\{music,speech,noise\}"):
         DL.AugmentWAV(str(tmp_path / "nowhere"), rirs, MAX_FRAMES)
     small = make_musan_like(tmp_path / "small", {"music": 1, "speech": 5, "noise": 1}, seconds=0.5)
-    with pytest.raises(FileNotFoundError, match="has 5 'speech' files, needs at least 8"):
+    with pytest.raises(InputError, match="has 5 'speech' files, needs at least 8"):
         DL.AugmentWAV(small, rirs, MAX_FRAMES)
-    with pytest.raises(FileNotFoundError, match=r"rir_path '.*empty' holds no impulse responses"):
+    with pytest.raises(InputError, match=r"rir_path '.*empty' holds no impulse responses"):
         DL.AugmentWAV(musan, str(tmp_path / "empty"), MAX_FRAMES)
     with pytest.raises(ValueError, match="sixth_augmentation"):
         DL.AugmentWAV(musan, rirs, MAX_FRAMES, sixth_augmentation="both")

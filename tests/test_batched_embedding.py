@@ -6,11 +6,11 @@ import pytest
 import soundfile
 import torch
 
-from DatasetLoader import crop_audio, read_audio
-from embedding import (AudioFiles, BatchedEncoder, CropSpec, embed_files, equal_length_groups,
-                       header_length, padding_is_exact, plan_batches)
+from dataio.audio import crop_audio, header_length, read_audio
+from dataio.datasets import AudioFiles, CropSpec
 from models.spk_encoder import MainModel
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
+from scoring.embedding import BatchedEncoder, embed_files, equal_length_groups, padding_is_exact, plan_batches
 
 CPU = torch.device("cpu")
 # Lengths in samples: 3 files share 12000 samples, 2 share 9000, the rest are all different.

@@ -6,8 +6,8 @@ import torchaudio
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-import bootstrap_embeddings as boot
-from embedding_store import load_embeddings
+import scripts.bootstrap_embeddings as boot
+from dataio.embedding_store import load_embeddings
 from tests.data_factory import make_speaker_dataset
 
 

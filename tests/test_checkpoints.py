@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
-from checkpoints import CheckpointError
+from utils import checkpoints
+from utils.checkpoints import CheckpointError
 
 
 def randomized_state(net, seed):

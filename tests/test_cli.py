@@ -18,7 +18,7 @@ def test_input_error_is_one_line_and_status_1(capsys):
 
 
 def test_traceback_on_request(monkeypatch):
-    monkeypatch.setenv("SSLSV_TRACEBACK", "1")
+    monkeypatch.setenv("WAVLM_SSL_SV_TRACEBACK", "1")
     with pytest.raises(FileNotFoundError):
         run_cli(missing_file)
 

@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import dataprep  # noqa: E402
-import trials as trial_lists  # noqa: E402
-from DatasetLoader import train_dataset_loader  # noqa: E402
+import dataio.trials as trial_lists
+from DatasetLoader import train_dataset_loader
+from scripts import dataprep
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16000) -> bytes:
@@ -74,7 +72,8 @@ def test_voxceleb1_layout_counts_and_resume(tmp_path, vox1_archives, capsys):
     assert code == 0
     assert stdout.count("[skip]") == 3 and "[step]" not in stdout
 
-    code, _, stderr = run(["voxceleb1", "--archive", dev, "--archive", test, "--out", out, "--strict", "--force"], capsys)
+    code, _, stderr = run(["voxceleb1", "--archive", dev, "--archive", test, "--out", out, "--strict", "--force"],
+                          capsys)
     assert code == 1 and "1,251 published — a subset of the corpus (--strict)" in stderr
 
 
@@ -154,7 +153,8 @@ def test_voxceleb2_conversion_and_train_list(tmp_path, capsys):
     members = {"dev/aac/id00012/21Uxsk56VDQ/00001.m4a": 0.5, "dev/aac/id00012/21Uxsk56VDQ/00002.m4a": 0.6,
                "dev/aac/id00015/0fijmz4vTVU/00001.m4a": 0.7}
     archive = make_zip(tmp_path / "vox2_dev_aac.zip",
-                       {name: wav_bytes(tone(sec, 8000, seed=i), 8000) for i, (name, sec) in enumerate(members.items())})
+                       {name: wav_bytes(tone(sec, 8000, seed=i), 8000)
+                        for i, (name, sec) in enumerate(members.items())})
     ffmpeg = tmp_path / "ffmpeg"
     ffmpeg.write_text(textwrap.dedent(FAKE_FFMPEG.format(python=sys.executable)))
     ffmpeg.chmod(ffmpeg.stat().st_mode | stat.S_IEXEC)
@@ -245,7 +245,7 @@ def test_trial_lists(tmp_path, vox1_archives, capsys):
     bad = tmp_path / "list_test_hard2.txt"
     bad.write_text("1 a/b/c.wav a/b/d.wav\nyes a/b/c.wav a/b/d.wav\n")
     code, _, stderr = run(["trials", "--list", bad, "--voxceleb1", out / "voxceleb1", "--out", out], capsys)
-    assert code == 1 and f"{bad}:2: expected 'LABEL ENROLL TEST'" in stderr
+    assert code == 1 and f"{bad}:2: label must be 1 (target) or 0 (non-target), got 'yes'" in stderr
 
 
 def test_train_list_from_an_existing_folder(tmp_path, capsys):

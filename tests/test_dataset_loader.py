@@ -10,9 +10,12 @@ import torch
 import torchaudio.functional as AF
 
 import DatasetLoader as DL
+from dataio import audio as audio_io
+from dataio.audio import AudioReadError, crop_samples, read_audio
+from dataio.datasets import prepare_batch
 from demo.noise import make_musan_like, make_rirs
 from tests.data_factory import make_speaker_dataset
-
+from utils.errors import InputError
 
 # ----- the original's algorithms, restated independently (float64 soundfile reads, plain loops) -----
 
@@ -73,10 +76,11 @@ def write_wav(path, audio, rate):
 # ----- reading and cropping -----
 
 def test_crop_samples():
-    assert DL.crop_samples(300) == 48240 and DL.crop_samples(0) == 240
+    assert crop_samples(300) == 48240 and crop_samples(0) == 240
 
 
-@pytest.mark.parametrize("seconds,max_frames,num_eval", [(1.0, 50, 5), (0.2, 50, 3), (0.01, 0, 1), (1.0, 0, 5), (0.5, 300, 15)])
+@pytest.mark.parametrize("seconds,max_frames,num_eval",
+                         [(1.0, 50, 5), (0.2, 50, 3), (0.01, 0, 1), (1.0, 0, 5), (0.5, 300, 15)])
 def test_loadwav_eval_matches_original(tmp_path, seconds, max_frames, num_eval):
     rng = np.random.default_rng(3)
     path = write_wav(tmp_path / "a.wav", 0.3 * rng.standard_normal(int(seconds * 16000)), 16000)
@@ -96,32 +100,32 @@ def test_loadwav_train_matches_original_with_same_random_state(tmp_path, seconds
         random.seed(seed)
         expected = reference_load(path, 40, evalmode=False)
         np.testing.assert_array_equal(mine, expected)
-    assert mine.shape == (1, DL.crop_samples(40))
+    assert mine.shape == (1, crop_samples(40))
 
 
 def test_resampling_matches_torchaudio(tmp_path, monkeypatch):
-    monkeypatch.setattr(DL, "_warned", set())
+    monkeypatch.setattr(audio_io, "_warned", set())
     rng = np.random.default_rng(5)
     path = write_wav(tmp_path / "a8k.wav", 0.3 * rng.standard_normal(8000), 8000)
     raw, rate = soundfile.read(path, dtype="float32")
     expected = AF.resample(torch.from_numpy(raw), 8000, 16000).numpy()
-    mine = DL.read_audio(path)
+    mine = read_audio(path)
     assert rate == 8000 and mine.shape == (16000,) and mine.dtype == np.float32
     np.testing.assert_array_equal(mine, expected)
 
 
 def test_stereo_is_averaged_and_each_conversion_warns_once(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(DL, "_warned", set())
+    monkeypatch.setattr(audio_io, "_warned", set())
     rng = np.random.default_rng(6)
     stereo = 0.3 * rng.standard_normal((4000, 2))
     path = write_wav(tmp_path / "st.wav", stereo, 16000)
     path8k = write_wav(tmp_path / "a8k.wav", stereo[:, 0], 8000)
     pcm, _ = soundfile.read(path, dtype="float32")
     with caplog.at_level(logging.WARNING, logger="DatasetLoader"):
-        mono = DL.read_audio(path)
-        DL.read_audio(path)
-        DL.read_audio(path8k)
-        DL.read_audio(path8k)
+        mono = read_audio(path)
+        read_audio(path)
+        read_audio(path8k)
+        read_audio(path8k)
     np.testing.assert_allclose(mono, (pcm[:, 0] + pcm[:, 1]) / 2, rtol=0, atol=1e-7)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2, messages
@@ -131,8 +135,8 @@ def test_stereo_is_averaged_and_each_conversion_warns_once(tmp_path, monkeypatch
 def test_unreadable_audio_names_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    with pytest.raises(DL.AudioReadError, match="bad.wav"):
-        DL.read_audio(str(bad))
+    with pytest.raises(AudioReadError, match="bad.wav"):
+        read_audio(str(bad))
 
 
 # ----- the training list -----
@@ -156,7 +160,7 @@ def test_missing_files_are_reported_with_lines(speakers, tmp_path):
     listing = tmp_path / "list.txt"
     lines = [f"{label} {rel}" for label, rel in entries[:3]] + ["id9 nope/x/1.wav", "id9 nope/x/2.wav"]
     listing.write_text("\n".join(lines) + "\n")
-    with pytest.raises(FileNotFoundError, match=r"2 of 5 listed files do not exist.*line 4: .*nope/x/1.wav; line 5"):
+    with pytest.raises(InputError, match=r"2 of 5 listed files do not exist.*line 4: .*nope/x/1.wav; line 5"):
         DL.train_dataset_loader(str(listing), False, "", "", 10, root)
 
 
@@ -176,7 +180,7 @@ def test_unreadable_training_file_names_list_line(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("\nspk s/bad.wav\n")
     data = DL.train_dataset_loader(str(listing), False, "", "", 10, str(tmp_path))
-    with pytest.raises(DL.AudioReadError, match=r"list.txt line 2: cannot read audio file .*bad.wav"):
+    with pytest.raises(AudioReadError, match=r"list.txt line 2: cannot read audio file .*bad.wav"):
         data[[0]]
 
 
@@ -199,14 +203,14 @@ def test_batch_rows_match_their_labels_and_paths(speakers):
     sampler = DL.train_dataset_sampler(data, nPerSpeaker=2, max_seg_per_spk=4, batch_size=3, distributed=False, seed=7)
     loader = torch.utils.data.DataLoader(data, batch_size=3, sampler=sampler, num_workers=0, drop_last=True)
     batch = next(iter(loader))
-    assert batch[0].shape == (3, 2, DL.crop_samples(20)) and batch[0].dtype == torch.float32
-    clean, augmented, labels, paths = DL.prepare_batch(batch, torch.device("cpu"))
-    assert clean.shape == (6, DL.crop_samples(20)) and labels.dtype == torch.long and len(paths) == 6
+    assert batch[0].shape == (3, 2, crop_samples(20)) and batch[0].dtype == torch.float32
+    clean, augmented, labels, paths = prepare_batch(batch, torch.device("cpu"))
+    assert clean.shape == (6, crop_samples(20)) and labels.dtype == torch.long and len(paths) == 6
     torch.testing.assert_close(clean, augmented, rtol=0, atol=0)
     label_of = {rel: data.label_names.index(label) for label, rel in entries}
     for row in range(6):
         assert labels[row].item() == label_of[paths[row]]
-        audio = DL.read_audio(os.path.join(root, paths[row])).astype(np.float64)
+        audio = read_audio(os.path.join(root, paths[row])).astype(np.float64)
         assert locate(clean[row].numpy().astype(np.float64), audio) is not None
     assert labels[:3].tolist() == labels[3:].tolist()
     assert set(paths[:3]).isdisjoint(paths[3:])
@@ -260,7 +264,8 @@ def test_sampler_matches_original(n_per, max_seg, batch):
         assert len(single) == len(list(single)) and len(single) % batch == 0
         blocks = []
         for rank in (0, 1):
-            part = DL.train_dataset_sampler(Labels(labels), n_per, max_seg, batch, True, seed, num_replicas=2, rank=rank)
+            part = DL.train_dataset_sampler(Labels(labels), n_per, max_seg, batch, True, seed,
+                                            num_replicas=2, rank=rank)
             part.set_epoch(epoch)
             blocks.append(list(part))
             assert blocks[-1] == reference_sampler(labels, n_per, max_seg, batch, seed, epoch, 2, rank)
@@ -319,8 +324,8 @@ def test_device_augmentation_equals_worker_augmentation(speakers, noise_folders,
     random.seed(12)
     device_batch = collate([device[g] for g in groups])
     assert isinstance(device_batch[1], dict) and device_batch[1]["noise"].shape[2] == (1 if sixth == "faithful" else 2)
-    clean_w, aug_w, labels_w, paths_w = DL.prepare_batch(worker_batch, torch.device("cpu"))
-    clean_d, aug_d, labels_d, paths_d = DL.prepare_batch(device_batch, torch.device("cpu"))
+    clean_w, aug_w, labels_w, paths_w = prepare_batch(worker_batch, torch.device("cpu"))
+    clean_d, aug_d, labels_d, paths_d = prepare_batch(device_batch, torch.device("cpu"))
     torch.testing.assert_close(clean_w, clean_d, rtol=0, atol=0)
     assert torch.equal(labels_w, labels_d) and paths_w == paths_d
     scale = aug_w.abs().amax(dim=1)

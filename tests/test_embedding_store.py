@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from embedding_store import embedding_key, load_embeddings, save_embeddings
+from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
+from utils.errors import InputError
 
 
 def test_round_trip_keeps_order_and_values_and_stores_the_original_layout(tmp_path):
@@ -46,7 +47,8 @@ def test_embedding_key_is_the_last_three_path_parts():
     ([torch.ones(3)], "holds a list, expected a dict"),
     ({}, "empty dict"),
     ({"s/v/1.wav": torch.ones(1, 3), "s/v/2.wav": torch.ones(2, 3)}, r"key 's/v/2.wav': shape \(2, 3\)"),
-    ({"s/v/1.wav": torch.ones(3), "s/v/2.wav": torch.ones(1, 4)}, "key 's/v/2.wav' has dimension 4, but key 's/v/1.wav' has 3"),
+    ({"s/v/1.wav": torch.ones(3), "s/v/2.wav": torch.ones(1, 4)},
+     "key 's/v/2.wav' has dimension 4, but key 's/v/1.wav' has 3"),
     ({"s/v/1.wav": torch.ones(3), "s/v/2.wav": torch.tensor([0.0, float("nan"), 1.0])}, "key 's/v/2.wav' holds NaN"),
     ({"s/v/1.wav": torch.tensor([float("inf"), 1.0])}, "key 's/v/1.wav' holds NaN or inf"),
     ({"s/v/1.wav": torch.ones(3, dtype=torch.int64)}, "key 's/v/1.wav': dtype torch.int64"),
@@ -62,9 +64,9 @@ def test_bad_content_is_an_error_naming_the_file_and_key(tmp_path, content, mess
 
 
 def test_missing_and_unreadable_files_are_errors_naming_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(InputError, match="missing.pt"):
         load_embeddings(tmp_path / "missing.pt")
-    with pytest.raises(FileNotFoundError, match="does not exist or is not a file"):
+    with pytest.raises(InputError, match="does not exist or is not a file"):
         load_embeddings(tmp_path)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")

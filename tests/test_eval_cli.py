@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import checkpoints
-import trainSpeakerNet_Eval as cli
-from DatasetLoader import crop_audio, read_audio
 from data_factory import make_speaker_dataset
+
+import trainSpeakerNet_Eval as cli
+from dataio.audio import crop_audio, read_audio
+from dataio.embedding_store import load_embeddings
+from dataio.trials import TrialListError
 from demo.corpus import write_trials
-from embedding_store import load_embeddings
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
-from options import parse_options
 from SpeakerNet import SpeakerNet
-from trials import TrialListError
+from utils import checkpoints
+from utils.errors import InputError
+from utils.options import parse_options
 
 MODEL = ["--nOut", "16", "--head_nb", "4", "--compression_dim", "16", "--nClasses", "3",
          "--nDataLoaderThread", "0", "--device", "cpu"]
@@ -150,7 +151,7 @@ def test_generate_embeddings_feeds_pseudo_labeling(setup, tmp_path):
 def test_generate_embeddings_without_weights_is_a_clear_error(setup, tmp_path):
     argv = setup["common"] + ["--generate_embeddings", "--embeddings_path", str(tmp_path / "e.pt"),
                               "--save_path", str(tmp_path / "empty")]
-    with pytest.raises(SystemExit, match="give --initial_model or train"):
+    with pytest.raises(InputError, match="give --initial_model or train"):
         cli.main(argv)
 
 
@@ -178,7 +179,7 @@ def test_asnorm_and_mean_subtraction_with_a_cohort(setup, tmp_path, capsys):
     scores = np.array([float(r[0]) for r in rows])
     # AS-normalised scores are z-scores: no longer within [-1, 1] cosine-like range for every trial.
     assert np.abs(scores).max() > 1.0
-    with pytest.raises(SystemExit, match="asnorm_top_k 50 must lie between 2 and the cohort size 6"):
+    with pytest.raises(InputError, match="asnorm_top_k 50 must lie between 2 and the cohort size 6"):
         cli.main(setup["common"] + ["--eval", "--test_list", setup["trials"], "--score_norm", "asnorm",
                                     "--asnorm_top_k", "50", "--cohort_embeddings", cohort])
 

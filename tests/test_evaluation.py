@@ -5,12 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint_average import average_state_dicts, main as average_main
+from dataio.trials import TrialListError, check_trial_files, read_trial_list
+from scoring.metrics import compute_eer_mindcf
+from scoring.scoring import (
+    EvalResult,
+    TrialScores,
+    fused_cohort_statistics,
+    measure,
+    pair_scores,
+    score_trials,
+    scoring_vectors,
+    write_scores,
+)
+from scripts.checkpoint_average import average_state_dicts
+from scripts.checkpoint_average import main as average_main
 from utils.atomic import atomic_append_line
-from evaluation import (EvalResult, TrialScores, fused_cohort_statistics, measure, pair_scores,
-                        score_trials, scoring_vectors, write_scores)
-from trials import TrialListError, check_trial_files, read_trial_list
-from tuneThreshold import compute_eer_mindcf
+from utils.errors import InputError
 
 
 def write(tmp_path, text, name="trials.txt"):
@@ -168,5 +178,5 @@ def test_checkpoint_average_by_hand(tmp_path):
     torch.save({"w": torch.tensor([1.0, 2.0])}, second)
     with pytest.raises(ValueError, match="different keys"):
         average_state_dicts([first, second])
-    with pytest.raises(FileNotFoundError, match="holds 2 checkpoint"):
+    with pytest.raises(InputError, match="holds 2 checkpoint"):
         average_main([out, "--model_dir", str(tmp_path), "--num", "3"])

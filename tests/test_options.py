@@ -4,7 +4,7 @@ import argparse
 import pytest
 import yaml
 
-import options
+from utils import options
 
 
 def write(tmp_path, text, name="c.yaml"):
@@ -92,9 +92,9 @@ def test_every_option_has_help():
 
 
 def test_positional_options_and_yaml_for_pseudo_labeling(tmp_path):
-    import pseudo_labeling
+    from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS
     cfg = write(tmp_path, "n_clusters: 12\nn_clusters_ahc: 0\n")
     args = options.parse_options("pl", ["emb.pt", "pl.txt", "--config", cfg, "--n_clusters_ahc", "3"],
-                                 pseudo_labeling.OPTIONS)
+                                 PSEUDO_LABELING_OPTIONS)
     assert (args.embeddings_file, args.output_file) == ("emb.pt", "pl.txt")
     assert args.n_clusters == 12 and args.n_clusters_ahc == 3 and args.device == "auto"

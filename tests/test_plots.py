@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import plots
+from scoring import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,8 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-import DatasetLoader as DL
+from dataio import audio as audio_io
+from dataio.audio import SAMPLE_RATE, read_audio
 
 
 def _write(path, rate, seconds, seed):
@@ -14,11 +15,11 @@ def _write(path, rate, seconds, seed):
 
 
 def test_cached_resampling_is_bit_identical_per_rate(tmp_path, monkeypatch):
-    monkeypatch.setattr(DL, "_RESAMPLERS", {})
+    monkeypatch.setattr(audio_io, "_RESAMPLERS", {})
     for rate, seed in ((8000, 1), (22050, 2), (8000, 3), (44100, 4), (22050, 5)):
         path = _write(tmp_path / f"{rate}_{seed}.wav", rate, 0.7, seed)
         raw, _ = soundfile.read(path, dtype="float32")
-        expected = AF.resample(torch.from_numpy(raw), rate, DL.SAMPLE_RATE).numpy()
-        np.testing.assert_array_equal(DL.read_audio(path), expected)
-    assert sorted(DL._RESAMPLERS) == [8000, 22050, 44100]
-    assert DL._resampler(8000) is DL._RESAMPLERS[8000]
+        expected = AF.resample(torch.from_numpy(raw), rate, SAMPLE_RATE).numpy()
+        np.testing.assert_array_equal(read_audio(path), expected)
+    assert sorted(audio_io._RESAMPLERS) == [8000, 22050, 44100]
+    assert audio_io._resampler(8000) is audio_io._RESAMPLERS[8000]

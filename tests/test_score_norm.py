@@ -6,8 +6,14 @@ import pytest
 import torch
 from sklearn.metrics.pairwise import cosine_similarity
 
-from score_norm import (CohortStatistics, adaptive_snorm, cohort_scores, cohort_statistics, subtract_mean,
-                        top_k_statistics)
+from scoring.score_norm import (
+    CohortStatistics,
+    adaptive_snorm,
+    cohort_scores,
+    cohort_statistics,
+    subtract_mean,
+    top_k_statistics,
+)
 
 # file 0: top-2 cohort scores 0.9, 0.5 -> mean 0.7, std 0.2; file 1: 0.6, 0.2 -> mean 0.4, std 0.2
 HAND_COHORT_SCORES = torch.tensor([[0.1, 0.5, 0.3, 0.9], [0.2, 0.2, 0.6, 0.0]], dtype=torch.float64)

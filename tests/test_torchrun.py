@@ -18,13 +18,12 @@ from tests.conftest import REPO_ROOT
 WORLD = 2
 BATCH = 4  # configs/tiny.yaml
 
-WRAPPER = f"""
+WRAPPER = """
 import os, sys
-sys.path.insert(0, {REPO_ROOT!r})
 import torch
 import trainSpeakerNet
 net = trainSpeakerNet.main(sys.argv[2:])
-torch.save({{"state": net.state_dict(), "gate": net.__L__.lgl_threshold}},
+torch.save({"state": net.state_dict(), "gate": net.__L__.lgl_threshold},
            os.path.join(sys.argv[1], "rank%s.pt" % os.environ["RANK"]))
 """
 

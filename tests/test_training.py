@@ -7,13 +7,15 @@ import re
 import pytest
 import torch
 
-import options
+import training.loop
 import trainSpeakerNet
 from DatasetLoader import train_dataset_loader, train_dataset_sampler
 from loss import LGL_threshold_update_gmm
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
-from SpeakerNet import ModelTrainer, rank_part_path
 from tests.conftest import TINY_CONFIG
+from training.trainer import ModelTrainer, rank_part_path
+from utils import options
+from utils.errors import InputError
 
 CROP = 100 * 160 + 240
 REG = 0.01  # weight_finetuning_reg of configs/tiny.yaml
@@ -64,7 +66,8 @@ def test_total_is_one_at_the_pretrained_weights(tiny_net):
 def test_total_gradient_is_the_normalised_formula(tiny_net):
     net = tiny_net().eval()
     name = "encoder.layers.1.fc2.weight"
-    delta = torch.randn(dict(net.__S__.model.named_parameters())[name].shape, generator=torch.Generator().manual_seed(1))
+    shape = dict(net.__S__.model.named_parameters())[name].shape
+    delta = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     perturb_(net, name, 0.01 * delta)
     augmented, clean, labels = batch()
     parameter = dict(net.__S__.model.named_parameters())[name]
@@ -255,7 +258,8 @@ def test_resumed_run_reproduces_the_uninterrupted_run(two_epoch_run, tiny_argv, 
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     for name in ("epoch_1.txt", "epoch_2.txt"):
-        with open(os.path.join(save_path, "loss_vals", name)) as a, open(os.path.join(straight_path, "loss_vals", name)) as b:
+        with open(os.path.join(save_path, "loss_vals", name)) as a, \
+                open(os.path.join(straight_path, "loss_vals", name)) as b:
             assert a.read() == b.read()
     with open(os.path.join(save_path, "result", "scores.txt")) as a, \
             open(os.path.join(straight_path, "result", "scores.txt")) as b:
@@ -264,14 +268,14 @@ def test_resumed_run_reproduces_the_uninterrupted_run(two_epoch_run, tiny_argv, 
 
 def test_fewer_labels_than_classes_is_logged(tiny_argv, tmp_path, caplog):
     with caplog.at_level("INFO"):
-        trainSpeakerNet.check_labels(
+        training.loop.check_labels(
             train_dataset_loader(**vars(options.parse_options("t", tiny_argv(str(tmp_path))))), 8, "LIST")
     assert "LIST: 6 labels, nClasses 8: AAM rows 6..7 unused" in caplog.text
 
 
 def test_more_labels_than_classes_fails_before_training(tiny_argv, tiny_corpus, tmp_path):
     save_path = str(tmp_path / "exp")
-    with pytest.raises(SystemExit) as error:
+    with pytest.raises(InputError) as error:
         trainSpeakerNet.main(tiny_argv(save_path, "--nClasses", "4"))
     assert str(error.value) == (f"{tiny_corpus.train_list}: 6 distinct labels but nClasses is 4; "
                                 "set --nClasses 6 (or more)")
@@ -281,25 +285,25 @@ def test_more_labels_than_classes_fails_before_training(tiny_argv, tiny_corpus, 
 
 def test_eval_options_point_to_the_eval_script(tiny_argv, tmp_path):
     for flag in ("--eval", "--generate_embeddings"):
-        with pytest.raises(SystemExit, match="trainSpeakerNet_Eval.py"):
+        with pytest.raises(InputError, match="trainSpeakerNet_Eval.py"):
             trainSpeakerNet.main(tiny_argv(str(tmp_path), flag))
 
 
 def test_start_point_newest_checkpoint_wins_over_initial_model(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    assert trainSpeakerNet.find_start(str(folder), None) == (1, None, None)
-    assert trainSpeakerNet.find_start(str(folder), "round.model") == (1, "round.model", None)
+    assert training.loop.find_start(str(folder), None) == (1, None, None)
+    assert training.loop.find_start(str(folder), "round.model") == (1, "round.model", None)
     (folder / "model000000003.model").write_bytes(b"")
-    assert trainSpeakerNet.find_start(str(folder), "round.model") == (4, str(folder / "model000000003.model"), None)
+    assert training.loop.find_start(str(folder), "round.model") == (4, str(folder / "model000000003.model"), None)
     (folder / "state000000003.pt").write_bytes(b"")
-    assert trainSpeakerNet.find_start(str(folder), None) == (
+    assert training.loop.find_start(str(folder), None) == (
         4, str(folder / "model000000003.model"), str(folder / "state000000003.pt"))
 
 
 def test_weights_only_resume_fast_forwards_the_scheduler(tiny_net):
     trainer = ModelTrainer(tiny_net(), LR_MHFA=5e-3, LR_Transformer=1e-3, lr_decay=0.5)
-    trainSpeakerNet.restore(trainer, start_epoch=4, state_file=None)
+    training.loop.restore(trainer, start_epoch=4, state_file=None)
     assert trainer.learning_rates() == pytest.approx([5e-3 / 8, 1e-3 / 8, 1e-3 / 8])
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-import tuneThreshold as TT
+import scoring.metrics as TT
 from bench.reference_eer import reference_error_rates, reference_min_dcf, reference_tune_threshold
 
 # 4 targets and 4 non-targets; ascending: .1N .2N .3T .35N .4T .7N .8T .9T
@@ -129,7 +129,7 @@ def test_return_types_follow_the_original() -> None:
 ])
 def test_bad_trials_are_rejected(scores: list, labels: list, message: str) -> None:
     for function in (TT.ComputeErrorRates, TT.compute_eer_mindcf, TT.det_points,
-                     lambda s, l: TT.tuneThresholdfromScore(s, l, [0.1])):
+                     lambda s, y: TT.tuneThresholdfromScore(s, y, [0.1])):
         with pytest.raises(ValueError, match=message):
             function(scores, labels)
 

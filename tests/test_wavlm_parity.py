@@ -15,8 +15,14 @@ import torchaudio
 import transformers
 
 from models.wavlm import WavLM, WavLMConfig, parse_conv_feature_layers, relative_position_buckets
-from models.wavlm_checkpoint import (BASE_PLUS_CFG, LARGE_CFG, TINY_WAVLM_CFG, CheckpointFormatError,
-                                     load_pretrained_wavlm, save_random_wavlm_checkpoint)
+from models.wavlm_checkpoint import (
+    BASE_PLUS_CFG,
+    LARGE_CFG,
+    TINY_WAVLM_CFG,
+    CheckpointFormatError,
+    load_pretrained_wavlm,
+    save_random_wavlm_checkpoint,
+)
 from tests.helpers_models import max_abs_diff, random_wavlm, randomize_parameters_, torchaudio_copy
 
 TOLERANCE = 1e-4

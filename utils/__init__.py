@@ -1,1 +1,6 @@
-"""Small helpers shared by every script: atomic file writes and distributed bookkeeping."""
+"""Utilities every layer uses; they import nothing else of the project.
+
+Error types and the entry-point convention (``errors``, ``cli``), the option system (``options``),
+atomic file writes (``atomic``), checkpoint files (``checkpoints``), process-group helpers
+(``distributed``), ``--device`` resolution (``device``) and progress reporting (``progress``).
+"""

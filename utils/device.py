@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from utils.distributed import local_rank
+from utils.errors import InputError
 
 
 def resolve_device(name: str, distributed: bool = False) -> torch.device:
@@ -13,10 +14,10 @@ def resolve_device(name: str, distributed: bool = False) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise SystemExit(f"--device {name!r}: expected cpu, cuda, cuda:N or auto ({error})") from error
+        raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto ({error})") from error
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+            raise InputError(f"--device {name}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank() if distributed else torch.cuda.current_device())
     return device

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import ndtri
 
-from tuneThreshold import check_trials, compute_eer_mindcf, det_points
+from scoring.metrics import check_trials, compute_eer_mindcf, det_points
 from utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)

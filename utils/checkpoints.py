@@ -1,4 +1,4 @@
-"""Checkpoint files: the one place that knows their names and key layout (SPEC §3, §5).
+"""Checkpoint files: the one place that knows their names and key layout (docs/method.md §3, §5).
 
 A training run writes, every ``test_interval`` epochs, into ``save_path/model``:
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import random
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from utils.atomic import atomic_torch_save
+from utils.errors import InputError
 
 MODEL_FILE = "model%09d.model"
 STATE_FILE = "state%09d.pt"
@@ -32,7 +33,7 @@ _WRAPPER_KEYS = ("model", "state_dict")
 _SHOWN = 8
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that does not fit the model; the message names the file and the tensors."""
 
 
@@ -68,7 +69,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     Also accepts the flat dict wrapped under ``'model'`` or ``'state_dict'``.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, Mapping):
         for key in _WRAPPER_KEYS:
@@ -175,3 +176,39 @@ def read_resume_state(path: str) -> Dict[str, Any]:
     if not isinstance(state, dict) or "epoch" not in state:
         raise CheckpointError(f"resume state {path!r} is not a dict with an 'epoch' entry")
     return state
+
+
+def average_state_dicts(paths: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The element-wise mean of the checkpoints at ``paths`` (same keys and shapes in every one)."""
+    if not paths:
+        raise ValueError("average_state_dicts needs at least one checkpoint")
+    first = read_state_dict(paths[0])
+    sums = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
+    for path in paths[1:]:
+        state = read_state_dict(path)
+        if state.keys() != sums.keys():
+            extra = sorted(state.keys() - sums.keys())[:3]
+            lacking = sorted(sums.keys() - state.keys())[:3]
+            raise CheckpointError(f"checkpoint {path!r} has different keys from {paths[0]!r}: "
+                             f"extra {extra}, missing {lacking}")
+        for key, value in state.items():
+            if value.shape != sums[key].shape:
+                raise CheckpointError(f"checkpoint {path!r}: {key} has shape {tuple(value.shape)}, "
+                                 f"{paths[0]!r} has {tuple(sums[key].shape)}")
+            if value.is_floating_point():
+                sums[key] += value.double()
+            elif not torch.equal(value, sums[key]):
+                raise CheckpointError(f"checkpoint {path!r}: non-float tensor {key} differs from {paths[0]!r}; "
+                                 "it cannot be averaged")
+    return {k: (v / len(paths)).to(first[k].dtype) if first[k].is_floating_point() else v
+            for k, v in sums.items()}
+
+
+def newest_checkpoint_paths(model_dir: str, count: int) -> List[str]:
+    """The newest ``count`` checkpoints of ``model_dir`` (``model%09d.model``), oldest first."""
+    if count < 1:
+        raise InputError(f"the number of checkpoints to average must be at least 1, got {count}")
+    found = list_checkpoints(model_dir)
+    if len(found) < count:
+        raise CheckpointError(f"{model_dir!r} holds {len(found)} checkpoint(s); {count} requested")
+    return [path for _, path in found[-count:]]

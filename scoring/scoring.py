@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from score_norm import CohortStatistics, adaptive_snorm, cohort_statistics, subtract_mean
-from trials import TrialList
-from tuneThreshold import compute_eer_mindcf
+from dataio.trials import TrialList
+from scoring.metrics import compute_eer_mindcf
+from scoring.score_norm import CohortStatistics, adaptive_snorm, cohort_statistics, subtract_mean
 from utils.atomic import atomic_open
 
 SECOND_P_TARGET = 0.01

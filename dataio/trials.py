@@ -11,8 +11,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from utils.errors import InputError
 
-class TrialListError(ValueError):
+
+class TrialListError(InputError):
     """A trial list that cannot be used; the message names the file and line."""
 
 

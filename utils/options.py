@@ -121,7 +121,8 @@ OPTIONS: List[Option] = [
     _o("average_checkpoints", int, 0, "--eval: average the weights of the newest N checkpoints first", EVAL),
     _o("score_norm", str, "none", "score normalisation: none or asnorm", EVAL, choices=("none", "asnorm")),
     _o("asnorm_top_k", int, 300, "AS-Norm: cohort size kept per file", EVAL),
-    _o("cohort_embeddings", optional_str, None, "AS-Norm / mean subtraction: embeddings file of the training set", EVAL),
+    _o("cohort_embeddings", optional_str, None, "AS-Norm / mean subtraction: embeddings file of the training set",
+       EVAL),
     _o("subtract_mean", str2bool, False, "subtract the cohort's mean embedding before cosine scoring", EVAL),
     _o("plots", str2bool, True, "write the DET curve and score histograms (needs matplotlib)", EVAL),
     _o("dcf_p_target", float, 0.05, "p_target of the first minDCF (the second uses 0.01)", EVAL),
@@ -147,6 +148,7 @@ OPTIONS: List[Option] = [
 ]
 
 OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
+
 
 
 class ConfigError(ValueError):

@@ -23,9 +23,10 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from DatasetLoader import SAMPLE_RATE, read_audio, read_train_list
-from embedding_store import embedding_key, save_embeddings
-from utils.cli import input_error_status
+from dataio.audio import SAMPLE_RATE, read_audio
+from dataio.embedding_store import embedding_key, save_embeddings
+from dataio.lists import read_train_list
+from utils.cli import error_status
 
 
 class MfccStatistics:
@@ -96,7 +97,7 @@ def write_bootstrap_embeddings(args: argparse.Namespace) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line entry point; returns the exit status (1 on bad input, nothing written)."""
     args = build_parser().parse_args(argv)
-    return input_error_status(lambda: write_bootstrap_embeddings(args))
+    return error_status(lambda: write_bootstrap_embeddings(args))
 
 
 if __name__ == "__main__":

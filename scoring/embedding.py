@@ -22,33 +22,23 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import soundfile
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from DatasetLoader import SAMPLE_RATE, AudioReadError, crop_audio, read_audio
+from dataio.audio import header_length
+from dataio.datasets import AudioFiles, CropSpec
 from models.wavlm import WavLM
+from utils.progress import progress_bar
 
 
 def padding_is_exact(encoder: nn.Module) -> bool:
     """True when zero-padding a waveform (with its length given) cannot change its embedding."""
     backbones = [module for module in encoder.modules() if isinstance(module, WavLM)]
     return bool(backbones) and all(b.cfg.extractor_mode == "layer_norm" for b in backbones)
-
-
-def header_length(path: str, max_samples: int = 0) -> int:
-    """Samples ``path`` has at 16 kHz, from its header (``max_samples`` > 0 caps it)."""
-    try:
-        info = soundfile.info(path)
-    except (RuntimeError, OSError) as err:
-        raise AudioReadError(f"cannot read the header of audio file {path}: {err}") from err
-    length = -(-info.frames * SAMPLE_RATE // info.samplerate)
-    return min(length, max_samples) if max_samples > 0 else length
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
@@ -99,48 +89,6 @@ class BatchedEncoder:
         return torch.stack(rows)
 
 
-@dataclass(frozen=True)
-class CropSpec:
-    """``num_eval`` crops of ``eval_frames`` 10 ms frames per file (SPEC §6: linspace starts, wrap padding).
-
-    ``eval_frames=0`` means one crop: the whole file, uncapped (the original's behaviour).
-    """
-
-    eval_frames: int
-    num_eval: int
-
-    @property
-    def per_file(self) -> int:
-        return 1 if self.eval_frames == 0 else self.num_eval
-
-
-class AudioFiles(Dataset):
-    """Item i: ``(i, crops (num_eval, S) or None, whole file (S_i,))`` as float32 tensors.
-
-    With a :class:`CropSpec` (evaluation) the whole file is read as the original's evaluation reads
-    it (a file of at most 240 samples is wrap-padded to 241) and cut to ``max_samples`` when that is
-    positive; without one (embedding a training list) it is the file as read.
-    """
-
-    def __init__(self, paths: Sequence[str], crops: Optional[CropSpec] = None, max_samples: int = 0) -> None:
-        self.paths = list(paths)
-        self.crops = crops
-        self.max_samples = max_samples
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Tuple[int, Optional[Tensor], Tensor]:
-        audio = read_audio(self.paths[index])
-        if self.crops is None:
-            return index, None, torch.from_numpy(audio)
-        crops = crop_audio(audio, self.crops.eval_frames, evalmode=True, num_eval=self.crops.num_eval)
-        whole = crop_audio(audio, 0, evalmode=True)[0]
-        if self.max_samples > 0:
-            whole = whole[:self.max_samples]
-        return index, torch.from_numpy(crops).float(), torch.from_numpy(whole).float()
-
-
 @dataclass
 class FileEmbeddings:
     """Per-file embeddings in the order of the paths given: whole (F, D), crops (F, num_eval, D) or None."""
@@ -175,15 +123,15 @@ def embed_files(
     encoder.eval()
     runner = BatchedEncoder(encoder, device)
     cap = max_samples if crops is not None else 0
-    lengths = [header_length(path, cap) for path in tqdm(paths, desc="Reading audio headers", unit="file",
-                                                         leave=False, dynamic_ncols=True)]
+    lengths = [header_length(path, cap) for path in progress_bar(paths, desc="Reading audio headers", unit="file",
+                                                                 leave=False)]
     loader = DataLoader(AudioFiles(paths, crops, max_samples), batch_sampler=plan_batches(lengths, batch_size),
                         num_workers=num_workers, collate_fn=list, pin_memory=device.type == "cuda")
     whole: List[Optional[Tensor]] = [None] * len(paths)
     crop_out: List[Optional[Tensor]] = [None] * len(paths)
     start = time.perf_counter()
     try:
-        with tqdm(total=len(paths), desc=desc, unit="file", dynamic_ncols=True) as bar:
+        with progress_bar(total=len(paths), desc=desc, unit="file") as bar:
             for items in loader:
                 indices = [index for index, _, _ in items]
                 try:

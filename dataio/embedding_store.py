@@ -1,4 +1,4 @@
-"""The embeddings file shared by the embedding generator, pseudo-labelling and evaluation (SPEC §1).
+"""The embeddings file shared by the embedding generator, pseudo-labelling and evaluation (docs/method.md §1).
 
 Format (the original's): ``torch.save`` of a ``Dict[str, Tensor]``; key = the last three parts of
 the audio path (``id00012/21Uxsk56VDQ/00001.wav``), value = one embedding of shape ``(1, D)``
@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Tuple
 import torch
 
 from utils.atomic import atomic_torch_save
+from utils.errors import InputError
 
 _FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
 
@@ -21,22 +22,22 @@ def embedding_key(path: str | os.PathLike) -> str:
     """The dict key of an audio file: its last three path parts joined by '/'."""
     parts = PurePath(path).parts
     if len(parts) < 3:
-        raise ValueError(f"audio path {os.fspath(path)!r} has fewer than 3 parts (speaker/video/file)")
+        raise InputError(f"audio path {os.fspath(path)!r} has fewer than 3 parts (speaker/video/file)")
     return "/".join(parts[-3:])
 
 
 def _as_row(key: object, value: object, source: str) -> torch.Tensor:
     """Check one dict entry and return its embedding as a (D,) tensor of its own dtype."""
     if not isinstance(key, str):
-        raise ValueError(f"{source}: key {key!r} is a {type(key).__name__}, expected a str")
+        raise InputError(f"{source}: key {key!r} is a {type(key).__name__}, expected a str")
     if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{source}: key {key!r}: value is a {type(value).__name__}, expected a torch.Tensor")
+        raise InputError(f"{source}: key {key!r}: value is a {type(value).__name__}, expected a torch.Tensor")
     if value.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"{source}: key {key!r}: dtype {value.dtype}, expected float16, float32 or float64")
+        raise InputError(f"{source}: key {key!r}: dtype {value.dtype}, expected float16, float32 or float64")
     if value.dim() == 2 and value.shape[0] == 1:
         value = value[0]
     if value.dim() != 1 or value.shape[0] == 0:
-        raise ValueError(f"{source}: key {key!r}: shape {tuple(value.shape)}, expected (D,) or (1, D)")
+        raise InputError(f"{source}: key {key!r}: shape {tuple(value.shape)}, expected (D,) or (1, D)")
     return value
 
 
@@ -48,35 +49,35 @@ def _validated_matrix(items: Iterable[Tuple[object, object]], source: str) -> Tu
         rows.append(_as_row(key, value, source))
         keys.append(key)  # type: ignore[arg-type]  # _as_row checked it is a str
     if not rows:
-        raise ValueError(f"{source} holds an empty dict")
+        raise InputError(f"{source} holds an empty dict")
     dim = rows[0].shape[0]
     for key, row in zip(keys, rows):
         if row.shape[0] != dim:
-            raise ValueError(
+            raise InputError(
                 f"{source}: key {key!r} has dimension {row.shape[0]}, but key {keys[0]!r} has {dim}")
     matrix = torch.stack([row.detach().to("cpu", torch.float32) for row in rows])
     finite = torch.isfinite(matrix).all(dim=1)
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
-        raise ValueError(f"{source}: key {keys[bad]!r} holds NaN or inf values (as float32)")
+        raise InputError(f"{source}: key {keys[bad]!r} holds NaN or inf values (as float32)")
     return keys, matrix
 
 
 def load_embeddings(path: str | os.PathLike) -> Tuple[List[str], torch.Tensor]:
     """Read an embeddings file: its keys in stored order and an (N, D) float32 CPU matrix.
 
-    Raises ValueError naming the file (and the key) for anything that is not a non-empty dict of
+    Raises InputError naming the file (and the key) for anything that is not a non-empty dict of
     same-size finite float vectors.
     """
     source = f"embeddings file {os.fspath(path)!r}"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{source} does not exist or is not a file")
+        raise InputError(f"{source} does not exist or is not a file")
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a file it cannot read
-        raise ValueError(f"{source} is not a readable torch.save file: {exc}") from exc
+        raise InputError(f"{source} is not a readable torch.save file: {exc}") from exc
     if not isinstance(stored, dict):
-        raise ValueError(f"{source} holds a {type(stored).__name__}, expected a dict of key -> tensor")
+        raise InputError(f"{source} holds a {type(stored).__name__}, expected a dict of key -> tensor")
     return _validated_matrix(stored.items(), source)
 
 

@@ -1,0 +1,113 @@
+"""Reading audio and cutting it into crops (docs/method.md §6).
+
+Audio is read as float32 (the same values the original's float64 read gives for 8/16/24-bit PCM and
+float32 files), mono, at 16 kHz. Crops are returned as float64 like the original's ``loadWAV``.
+Randomness follows the original: a training crop's start comes from Python's ``random`` module,
+which PyTorch seeds in every DataLoader worker.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Dict, Set
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.transforms as AT
+
+from utils.errors import InputError
+
+SAMPLE_RATE = 16000
+_log = logging.getLogger(__name__)
+_warned: Set[str] = set()
+_RESAMPLERS: Dict[int, AT.Resample] = {}
+
+class AudioReadError(InputError):
+    """An audio file could not be read or holds no samples."""
+
+
+def crop_samples(max_frames: int) -> int:
+    """Samples in a crop of ``max_frames`` 10 ms frames: ``max_frames * 160 + 240``."""
+    return max_frames * 160 + 240
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        _log.warning(message)
+
+
+def _resampler(rate: int) -> AT.Resample:
+    """One ``Resample`` to 16 kHz per source rate: its sinc kernel is built once, not once per file.
+
+    Its kernel is built in float32, the dtype of every signal read here, as
+    ``torchaudio.functional.resample`` builds it for a float32 signal: the results are bit-identical.
+    """
+    if rate not in _RESAMPLERS:
+        _RESAMPLERS[rate] = AT.Resample(rate, SAMPLE_RATE, dtype=torch.float32)
+    return _RESAMPLERS[rate]
+
+
+def read_audio(path: str) -> np.ndarray:
+    """Read any file soundfile can open as float32 mono at 16 kHz.
+
+    Multi-channel audio is averaged to mono and other sample rates are resampled as
+    ``torchaudio.functional.resample`` does (one cached kernel per source rate); each of these
+    conversions is logged once per process.
+    """
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as err:
+        raise AudioReadError(f"cannot read audio file {path}: {err}") from err
+    if audio.shape[0] == 0:
+        raise AudioReadError(f"audio file {path} holds no samples")
+    if audio.shape[1] > 1:
+        _warn_once("channels", f"{path} has {audio.shape[1]} channels; averaging multi-channel files to mono")
+        audio = audio.mean(axis=1, dtype=np.float32)
+    else:
+        audio = audio[:, 0]
+    if rate != SAMPLE_RATE:
+        _warn_once("rate", f"{path} is sampled at {rate} Hz; resampling files to {SAMPLE_RATE} Hz")
+        with torch.no_grad():
+            audio = _resampler(rate)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
+    return np.ascontiguousarray(audio)
+
+
+def crop_audio(audio: np.ndarray, max_frames: int, evalmode: bool = True, num_eval: int = 5) -> np.ndarray:
+    """Crops of ``crop_samples(max_frames)`` samples from a 1-D signal, as float64 ``(n_crops, samples)``.
+
+    A signal no longer than a crop is first wrap-padded to one sample more than a crop. Train mode
+    (``evalmode=False``) takes one crop at a random start; eval mode takes ``num_eval`` crops with
+    starts spread evenly over the signal, or the whole signal when ``max_frames == 0``.
+    """
+    if audio.ndim != 1 or audio.shape[0] == 0:
+        raise ValueError(f"crop_audio expects a non-empty 1-D signal, got shape {audio.shape}")
+    max_audio = crop_samples(max_frames)
+    if audio.shape[0] <= max_audio:
+        audio = np.pad(audio, (0, max_audio - audio.shape[0] + 1), mode="wrap")
+    size = audio.shape[0]
+    if evalmode and max_frames == 0:
+        crops = audio[np.newaxis]
+    else:
+        if evalmode:
+            starts = np.linspace(0, size - max_audio, num=num_eval)
+        else:
+            starts = [random.random() * (size - max_audio)]
+        crops = np.stack([audio[int(s) : int(s) + max_audio] for s in starts])
+    return crops.astype(np.float64)
+
+
+def loadWAV(filename: str, max_frames: int, evalmode: bool = True, num_eval: int = 5) -> np.ndarray:
+    """Read ``filename`` and crop it (:func:`crop_audio`): float64 ``(n_crops, samples)``."""
+    return crop_audio(read_audio(filename), max_frames, evalmode, num_eval)
+
+
+def header_length(path: str, max_samples: int = 0) -> int:
+    """Samples ``path`` has at 16 kHz, from its header (``max_samples`` > 0 caps it)."""
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as err:
+        raise AudioReadError(f"cannot read the header of audio file {path}: {err}") from err
+    length = -(-info.frames * SAMPLE_RATE // info.samplerate)
+    return min(length, max_samples) if max_samples > 0 else length

@@ -1,0 +1,157 @@
+"""A training run of the speaker network: where it starts, its epochs, its checkpoints (docs/method.md §5).
+
+Where training starts: the newest checkpoint in ``save_path/model`` (with its state file when there is
+one) wins; otherwise ``--initial_model`` (weights only, from epoch 1: how LMFT starts from a round's
+model); otherwise the pre-trained WavLM. (The original let ``--initial_model`` win, so re-running an
+interrupted LMFT command restarted it from scratch.)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from dataio.datasets import train_dataset_loader, worker_init_fn
+from dataio.sampler import train_dataset_sampler
+from training.speaker_net import SpeakerNet
+from training.trainer import ModelTrainer
+from utils import checkpoints
+from utils.atomic import atomic_append_line
+from utils.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process
+from utils.errors import InputError
+from utils.options import save_resolved_config
+
+logger = logging.getLogger("trainSpeakerNet")
+
+SCORE_LINE = "Epoch {:d}, TEER/TAcc {:2.2f}, TLOSS {:f}, LR {:f} \n"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_labels(dataset: train_dataset_loader, n_classes: int, train_list: str) -> None:
+    """More distinct labels than AAM rows is an error; fewer leaves rows unused (logged)."""
+    if dataset.num_labels > n_classes:
+        raise InputError(f"{train_list}: {dataset.num_labels} distinct labels but nClasses is {n_classes}; "
+                         f"set --nClasses {dataset.num_labels} (or more)")
+    if dataset.num_labels < n_classes:
+        logger.info("%s: %d labels, nClasses %d: AAM rows %d..%d unused", train_list, dataset.num_labels,
+                    n_classes, dataset.num_labels, n_classes - 1)
+
+
+def build_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLoader, train_dataset_sampler]:
+    """Dataset (validated), the original's sampler, and a DataLoader of ``batch_size`` groups per step.
+
+    Workers are started afresh each epoch (not persistent): their seeds then come from the main
+    process's torch generator, which a resume restores, so a resumed run draws the same augmentations.
+    """
+    dataset = train_dataset_loader(**vars(args))
+    check_labels(dataset, args.nClasses, args.train_list)
+    sampler = train_dataset_sampler(dataset, **vars(args))
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.nDataLoaderThread,
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True)
+    return loader, sampler
+
+
+def find_start(model_dir: str, initial_model: Optional[str]) -> Tuple[int, Optional[str], Optional[str]]:
+    """(first epoch to train, weights file or None, resume-state file or None); see the module doc."""
+    newest = checkpoints.newest_checkpoint(model_dir)
+    if newest is not None:
+        epoch, path = newest
+        if initial_model:
+            logger.info("Resuming from %s; --initial_model %s is ignored", path, initial_model)
+        state = checkpoints.state_path(model_dir, epoch)
+        return epoch + 1, path, state if os.path.isfile(state) else None
+    return 1, initial_model, None
+
+
+def restore(trainer: ModelTrainer, start_epoch: int, state_file: Optional[str]) -> None:
+    """Optimizer, scheduler, gate threshold and random states from ``state_file``; else fast-forward StepLR."""
+    if state_file is None:
+        trainer.fast_forward_scheduler(start_epoch - 1)
+        return
+    state = checkpoints.read_resume_state(state_file)
+    trainer.load_state_dict(state)
+    rng_states = state.get("rng", [])
+    if len(rng_states) == get_world_size():
+        checkpoints.restore_rng_state(rng_states[get_rank()])
+    else:
+        logger.warning("%s holds random states of %d processes, this run has %d: random streams restart "
+                       "from the seed", state_file, len(rng_states), get_world_size())
+    logger.info("Restored optimizer, scheduler (LR %s) and gate threshold %g from %s",
+                trainer.learning_rates(), trainer.gate_threshold, state_file)
+
+
+def save_checkpoint(net: SpeakerNet, trainer: ModelTrainer, model_dir: str, epoch: int) -> None:
+    """Collective: every process contributes its random states; rank 0 writes the files."""
+    rng_states = all_gather_objects(checkpoints.capture_rng_state())
+    if is_main_process():
+        resume_state: Dict[str, Any] = dict(trainer.state_dict(), rng=rng_states, world_size=get_world_size())
+        path = checkpoints.save_checkpoint(model_dir, epoch, net, resume_state)
+        logger.info("Saved %s", path)
+    barrier()
+
+
+def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
+    """Run the epochs the options ask for; return the trained network (on ``device``)."""
+    model_dir = os.path.join(args.save_path, "model")
+    loss_dir = os.path.join(args.save_path, "loss_vals")
+    score_file = os.path.join(args.save_path, "result", "scores.txt")
+    if is_main_process():
+        for folder in (model_dir, loss_dir, os.path.dirname(score_file)):
+            os.makedirs(folder, exist_ok=True)
+        save_resolved_config(args, os.path.join(args.save_path, "config.yaml"))
+    barrier()
+
+    loader, sampler = build_loader(args, device)
+    start_epoch, weights, state_file = find_start(model_dir, args.initial_model)
+    sampler.set_epoch(start_epoch)
+    if len(loader) == 0:
+        raise InputError(f"{args.train_list}: the sampler gives {len(sampler)} groups to this process, fewer "
+                         f"than one batch of {args.batch_size}; lower --batch_size")
+
+    net = SpeakerNet(**vars(args))
+    if weights is not None:
+        checkpoints.load_weights(net, weights)
+        logger.info("Loaded weights from %s", weights)
+    net.to(device)
+    model: torch.nn.Module = net
+    if args.distributed:
+        # Every trainable parameter gets a gradient each step (SpeakerNet._reference_tensors), so the
+        # reducer needs no search for unused parameters. The model has no buffers to broadcast.
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    trainer = ModelTrainer(model, **vars(args))
+    restore(trainer, start_epoch, state_file)
+    logger.info("%d parameters (%d trainable); training epochs %d..%d on %s x %d",
+                sum(p.numel() for p in net.parameters()), sum(p.numel() for p in net.parameters() if p.requires_grad),
+                start_epoch, args.max_epoch, device, get_world_size())
+    if start_epoch > args.max_epoch:
+        logger.warning("Nothing to train: the run starts at epoch %d (after the newest checkpoint in %s) and "
+                       "max_epoch is %d. To fine-tune a copied checkpoint further (e.g. LMFT), raise --max_epoch "
+                       "to %d, or start from it with --initial_model in an empty save_path",
+                       start_epoch, model_dir, args.max_epoch, start_epoch - 1 + args.max_epoch)
+
+    for epoch in range(start_epoch, args.max_epoch + 1):
+        sampler.set_epoch(epoch)
+        learning_rate = max(trainer.learning_rates())
+        if net.__L__.gate_update_due(epoch):
+            trainer.refit_gate(os.path.join(loss_dir, "epoch_%d.txt" % (epoch - 1)))
+        loss, accuracy = trainer.train_network(loader, os.path.join(loss_dir, "epoch_%d.txt" % epoch), epoch,
+                                               verbose=is_main_process())
+        if is_main_process():
+            line = SCORE_LINE.format(epoch, accuracy, loss, learning_rate)
+            logger.info(line.strip())
+            atomic_append_line(score_file, line)
+        if epoch % args.test_interval == 0:
+            save_checkpoint(net, trainer, model_dir, epoch)
+    return net
