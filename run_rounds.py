@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -35,14 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
-from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS
-from clustering.report import nmi, purity, speakers_from_keys
+from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS, summary_path
+from training.loop import METRICS_FILE
 from utils import checkpoints
 from utils.atomic import atomic_write_text
 from utils.errors import InputError
 from utils.options import OPTIONS_BY_NAME, parse_options
+from utils.records import read_json, read_records
+from utils.steps import StepMarkers
 
 REPO = Path(__file__).resolve().parent
 CONFIGS = {
@@ -92,13 +90,8 @@ class StepRunner:
         self.base = base
         self.env = env
         self.dry_run = dry_run
+        self.markers = StepMarkers(base / ".steps")
         self.started = time.time()
-
-    def marker(self, name: str) -> Path:
-        return self.base / ".steps" / f"{name}.done"
-
-    def is_done(self, name: str) -> bool:
-        return self.marker(name).is_file()
 
     def run_all(self, steps: Sequence[Step]) -> None:
         for index, step in enumerate(steps, start=1):
@@ -107,32 +100,31 @@ class StepRunner:
     def run(self, step: Step, counter: str) -> None:
         clock = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.started))
         command = step.command() if step.command is not None else None
-        if self.is_done(step.name) and not self.dry_run:
-            record = json.loads(self.marker(step.name).read_text())
-            print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({self.marker(step.name)})",
-                  flush=True)
+        record = self.markers.finished(step.name)
+        if record is not None and not self.dry_run:
+            marker = self.markers.marker(step.name)
+            print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({marker})", flush=True)
             if record["command"] != command:
                 print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
-                      f"delete {self.marker(step.name)} to run it again", flush=True)
+                      f"delete {marker} to run it again", flush=True)
             return
         shown = shlex.join(command) if command is not None else "(in-process)"
         print(f"\n{counter} {clock} ==== {step.title} ====\n$ {shown}", flush=True)
         if self.dry_run:
             return
-        begun = time.time()
-        if command is None:
-            step.action()
-        else:
+
+        def execute() -> None:
+            if command is None:
+                step.action()
+                return
             log = self.base / "logs" / f"{step.name}.log"
             status = run_logged(command, self.env, log)
             if status != 0:
                 raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
                                   "Fix the cause and run the same command again: finished steps are skipped")
-        seconds = time.time() - begun
-        atomic_write_text(self.marker(step.name), json.dumps({
-            "command": command, "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
-        print(f"{counter} {step.title}: done in {seconds:.0f} s", flush=True)
+
+        record = self.markers.run(step.name, execute, command=command)
+        print(f"{counter} {step.title}: done in {record['seconds']:.0f} s", flush=True)
 
 
 def run_logged(command: List[str], env: Dict[str, str], log: Path) -> int:
@@ -266,49 +258,26 @@ class StageResult:
     det_plot: Optional[str] = None
 
 
-_SCORE_LINE = re.compile(r"Epoch (\d+), TEER/TAcc ([0-9.]+)")
-_EER = re.compile(r"\| EER ([0-9.]+)%")
-_MIN_DCF = re.compile(r"minDCF\(p_target=([0-9.e-]+)\) ([0-9.]+)")
-
-
-def pseudo_label_quality(path: Path) -> Dict[str, Optional[float]]:
-    """NMI and purity against the speaker (first key part) and the number of clusters of a PL file."""
-    labels, keys = [], []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                label, key = line.split()
-                labels.append(label)
-                keys.append(key)
-    predicted = np.unique(np.asarray(labels), return_inverse=True)[1]
-    speakers = speakers_from_keys(keys)
-    return {"clusters": int(predicted.max()) + 1,
-            "nmi": None if speakers is None else nmi(speakers, predicted),
-            "purity": None if speakers is None else purity(speakers, predicted)}
-
-
-def last_line_matching(path: Path, pattern: re.Pattern) -> Optional[str]:
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if pattern.search(line)]
-    return lines[-1] if lines else None
+def newest(paths: Sequence[Path]) -> Optional[Path]:
+    """The most recently written of ``paths``, or None."""
+    return max(paths, key=lambda path: path.stat().st_mtime, default=None)
 
 
 def stage_result(stage: str, pseudo_labels: Path, described: str, save_path: Path) -> StageResult:
-    """What one stage's files say: its pseudo-label file, scores.txt and eval_results.txt."""
+    """What one stage's records say: the pseudo-labels' summary, the last training epoch, the newest evaluation."""
     result = StageResult(stage, described)
-    if pseudo_labels.is_file():
-        quality = pseudo_label_quality(pseudo_labels)
-        result.nmi, result.purity, result.clusters = quality["nmi"], quality["purity"], quality["clusters"]
-    score_line = last_line_matching(save_path / "result" / "scores.txt", _SCORE_LINE)
-    if score_line:
-        result.accuracy = float(_SCORE_LINE.search(score_line).group(2))
-    eval_line = last_line_matching(save_path / "result" / "eval_results.txt", _EER)
-    if eval_line:
-        result.eer = float(_EER.search(eval_line).group(1))
-        result.min_dcf = {p: float(v) for p, v in _MIN_DCF.findall(eval_line)}
-    plots = sorted((save_path / "result").glob("det_*.png"), key=lambda p: p.stat().st_mtime)
-    result.det_plot = str(plots[-1]) if plots else None
+    summary = Path(summary_path(pseudo_labels))
+    if summary.is_file():
+        record = read_json(summary)
+        result.nmi, result.purity, result.clusters = record["nmi"], record["purity"], record["n_clusters_nonempty"]
+    epochs = save_path / "result" / METRICS_FILE
+    if epochs.is_file():
+        records = read_records(epochs)
+        result.accuracy = records[-1]["accuracy"] if records else None
+    evaluation = newest(list((save_path / "result").glob("eval_*.json")))
+    if evaluation is not None:
+        record = read_json(evaluation)
+        result.eer, result.min_dcf, result.det_plot = record["eer"], record["min_dcf"], record["det_plot"]
     return result
 
 

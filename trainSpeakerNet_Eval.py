@@ -8,7 +8,7 @@ Evaluates ``--initial_model`` (ours or the original's layout), else the newest `
 of ``save_path/model``; ``--average_checkpoints N`` evaluates the weight average of the newest N
 instead. Writes into ``save_path/result``: ``scores_<checkpoint>_<list>.txt`` (``SCORE LABEL ENROLL
 TEST`` per trial), ``det_<checkpoint>_<list>.png`` and ``hist_<checkpoint>_<list>.png``, and appends
-one line per checkpoint to ``eval_results.txt``.
+one line per checkpoint to ``eval_results.txt`` and its figures to ``eval_<checkpoint>_<list>.json``.
 
 Embedding (docs/method.md §1 step 4):
     python trainSpeakerNet_Eval.py --config ... --generate_embeddings --embeddings_path emb.pt
@@ -21,9 +21,11 @@ Everything a run reads (lists, audio files, cohort, checkpoints) is checked befo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import time
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -43,6 +45,7 @@ from utils.cli import run_cli
 from utils.device import resolve_device
 from utils.errors import InputError
 from utils.options import parse_options
+from utils.records import write_json
 
 logger = logging.getLogger("trainSpeakerNet_Eval")
 
@@ -135,14 +138,19 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> None:
         tag = f"{name}_{list_name}"
         write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials)
         result = measure(scores, trials, name, args.dcf_p_target, args.dcf_c_miss, args.dcf_c_fa, norm)
+        det_plot = None
         if trials.labels is not None and args.plots:
             title = f"{name} on {list_name}"
-            plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
-                           p_targets=tuple(result.min_dcf))
-            plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"), title)
+            det_plot = plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
+                                      p_targets=tuple(result.min_dcf))
+            plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"),
+                                        title)
         line = result.line()
         print(line, flush=True)
         atomic_append_line(os.path.join(result_dir, RESULTS_FILE), line)
+        write_json(os.path.join(result_dir, f"eval_{tag}.json"),
+                   dict(dataclasses.asdict(result), checkpoint_path=weights, scores_file=f"scores_{tag}.txt",
+                        det_plot=det_plot, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
 
 
 def training_files(args: argparse.Namespace) -> Tuple[List[str], List[str]]:

@@ -1,13 +1,14 @@
 """Pseudo-labels from embeddings (docs/method.md §1 step 2): k-means, then Ward AHC of the k-means centroids.
 
 Writes one ``PSEUDO_LABEL KEY`` line per embedding, in the embeddings file's order (a train list for
-trainSpeakerNet.py); nothing is written when any step fails. Reports NMI and purity against the
-speaker of each key (``speaker/video/file`` keys, see clustering/report.py), cluster-size
-percentiles and the time of each stage.
+trainSpeakerNet.py), and a JSON summary beside it; nothing is written when any step fails. The summary
+holds NMI (after k-means and after AHC) and purity against the speaker of each key (``speaker/video/file``
+keys, see clustering/report.py), cluster-size percentiles and the time of each stage.
 """
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import time
 from typing import Any, Dict, List
@@ -22,6 +23,7 @@ from utils.atomic import atomic_open
 from utils.device import resolve_device
 from utils.errors import InputError
 from utils.options import Option, str2bool
+from utils.records import write_json
 
 logger = logging.getLogger("pseudo_labeling")
 
@@ -48,6 +50,11 @@ PSEUDO_LABELING_OPTIONS: List[Option] = [
 ]
 
 
+def summary_path(output_file: str | os.PathLike) -> str:
+    """Where the JSON summary of a pseudo-label file goes: ``pseudo_labels.txt`` -> ``pseudo_labels.summary.json``."""
+    return os.path.splitext(os.fspath(output_file))[0] + ".summary.json"
+
+
 def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,
                         n_clusters_ahc: int = 7500, seed: int = 0, device: str = "auto", max_iter: int = 300,
                         tol: float = 1e-4, n_init: int = 1, init: str = "auto", normalize: bool = False,
@@ -55,9 +62,10 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
                         ahc_size_weighted: bool = False) -> Dict[str, Any]:
     """Cluster the embeddings of ``embeddings_file`` and write ``output_file``; returns a summary.
 
-    Summary keys: n_files, dim, kmeans_inertia, kmeans_iterations, n_clusters_nonempty, sizes
-    (percentiles), nmi_kmeans / nmi / purity (None when keys carry no speaker), timings (seconds per
-    stage), peak_rss_gb.
+    The summary is also written as JSON beside the output (:func:`summary_path`). Its keys:
+    embeddings_file, output_file, n_clusters, n_clusters_ahc, init, n_files, dim, kmeans_inertia,
+    kmeans_iterations, n_clusters_nonempty, sizes (percentiles), nmi_kmeans / nmi / purity (None when
+    keys carry no speaker), timings (seconds per stage), peak_rss_gb.
     """
     if init not in ("auto",) + INIT_METHODS:
         raise InputError(f"--init {init!r}: expected one of {['auto', *INIT_METHODS]}")
@@ -97,7 +105,9 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
 
     stage = time.perf_counter()
     pred = labels.numpy()
-    summary: Dict[str, Any] = {"n_files": n, "dim": dim, "kmeans_inertia": km.inertia,
+    summary: Dict[str, Any] = {"embeddings_file": embeddings_file, "output_file": output_file,
+                               "n_clusters": n_clusters, "n_clusters_ahc": n_clusters_ahc, "init": init,
+                               "n_files": n, "dim": dim, "kmeans_inertia": km.inertia,
                                "kmeans_iterations": km.n_iter, "nmi_kmeans": None, "nmi": None, "purity": None}
     sizes_summary = cluster_sizes(pred)
     summary["n_clusters_nonempty"] = sizes_summary.pop("n_nonempty")
@@ -122,8 +132,10 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     timings["total"] = time.perf_counter() - started
     summary["timings"] = timings
     summary["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    logger.info("wrote %d pseudo-labels to %s; stages (s): %s; peak RSS %.2f GB", n, output_file,
-                ", ".join(f"{k} {v:.1f}" for k, v in timings.items()), summary["peak_rss_gb"])
+    write_json(summary_path(output_file), summary)
+    logger.info("wrote %d pseudo-labels to %s and their summary to %s; stages (s): %s; peak RSS %.2f GB", n,
+                output_file, summary_path(output_file), ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+                summary["peak_rss_gb"])
     return summary
 
 

@@ -2,7 +2,7 @@
 
 No pre-trained model can be downloaded here, so the demo fine-tunes a randomly initialised WavLM
 in Microsoft's checkpoint format. Its transformer layers are random. Its convolutional feature
-extractor is frozen during fine-tuning (SPEC §5), so random weights there would stay random; instead
+extractor is frozen during fine-tuning (docs/method.md §5), so random weights there would stay random; instead
 its three convolutions are set by hand to compute band energies, the kind of front end pre-training
 gives a real WavLM:
 

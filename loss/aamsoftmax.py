@@ -1,4 +1,4 @@
-"""AAM-softmax with the dynamic loss gate and label correction (SPEC §4).
+"""AAM-softmax with the dynamic loss gate and label correction (docs/method.md §4).
 
 One module, one loss: additive angular margin logits, a per-sample cross-entropy, a gate that drops
 samples whose log-loss exceeds ``lgl_threshold`` (the trainer fits it between epochs with

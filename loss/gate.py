@@ -1,4 +1,4 @@
-"""The loss gate's threshold: where the two modes of the per-sample log-loss distribution meet (SPEC §4).
+"""The loss gate's threshold: where the two modes of the per-sample log-loss distribution meet (docs/method.md §4).
 
 A 2-component Gaussian mixture is fitted to log(CE) of the previous epoch; the threshold is the point
 between the two means where the weighted densities cross. The original located it on a 1,000-point

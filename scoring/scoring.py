@@ -1,4 +1,4 @@
-"""Scoring of verification trials (SPEC §7) and the reports written beside them.
+"""Scoring of verification trials (docs/method.md §7) and the reports written beside them.
 
 Every test file has two embeddings: ``num_eval`` crops (n, D) and the whole file (D,). Both are
 L2-normalised and a trial's score is the mean of (the mean of the crop×crop cosine matrix, the
@@ -34,7 +34,7 @@ SECOND_P_TARGET = 0.01
 
 
 def scoring_vectors(crops: Tensor, whole: Tensor, mean: Optional[Tensor] = None) -> Tensor:
-    """Per-file vectors (F, 2D) whose dot products are the SPEC §7 scores; crops (F, n, D), whole (F, D).
+    """Per-file vectors (F, 2D) whose dot products are the docs/method.md §7 scores; crops (F, n, D), whole (F, D).
 
     ``mean`` (D,), when given, is subtracted from every embedding before normalisation.
     """
@@ -133,7 +133,7 @@ class EvalResult:
 
 def measure(scores: TrialScores, trials: TrialList, checkpoint: str, p_target: float,
             c_miss: float, c_fa: float, score_norm: str = "none") -> EvalResult:
-    """EER and minDCF at ``p_target`` and at 0.01 (SPEC §7); scores only when the list has no labels."""
+    """EER and minDCF at ``p_target`` and at 0.01 (docs/method.md §7); scores only when the list has no labels."""
     result = EvalResult(checkpoint=checkpoint, trial_list=trials.path, n_trials=len(trials), score_norm=score_norm)
     if trials.labels is None:
         return result

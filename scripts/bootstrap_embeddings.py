@@ -9,7 +9,7 @@ the k-means distances. No label is read: the list's first column is ignored.
 
     python bootstrap_embeddings.py --train_list L --train_path P --embeddings_path F
 
-The output is the embeddings file of SPEC §1 (key = last three path parts, value (1, D) float32),
+The output is the embeddings file of docs/method.md §1 (key = last three path parts, value (1, D) float32),
 ready for ``pseudo_labeling.py``.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import List, Optional, Sequence
 
 import torch
 import torchaudio
-from tqdm import tqdm
 
 from dataio.audio import SAMPLE_RATE, read_audio
 from dataio.embedding_store import embedding_key, save_embeddings
 from dataio.lists import read_train_list
 from utils.cli import error_status
+from utils.progress import progress_bar
 
 
 class MfccStatistics:
@@ -68,7 +68,7 @@ def mfcc_embeddings(paths: Sequence[str], n_mfcc: int = 20, n_mels: int = 40, va
     """Standardised MFCC statistics of every file: (len(paths), 2·n_mfcc) float32."""
     statistics = MfccStatistics(n_mfcc, n_mels, vad_db)
     rows = [statistics(torch.from_numpy(read_audio(path)))
-            for path in tqdm(paths, desc="MFCC statistics", unit="file", disable=not progress)]
+            for path in progress_bar(paths, desc="MFCC statistics", unit="file", disable=not progress)]
     return standardise(torch.stack(rows).float())
 
 

@@ -1,7 +1,7 @@
 """Prepare VoxCeleb1/2, MUSAN and the simulated RIRs from the archives you downloaded.
 
 Each subcommand extracts, converts and checks one corpus, writing under ``--out`` the layout that
-trainSpeakerNet.py and trainSpeakerNet_Eval.py read (SPEC §6):
+trainSpeakerNet.py and trainSpeakerNet_Eval.py read (docs/method.md §6):
 
     python scripts/dataprep.py voxceleb1 --archive vox1_dev_wav.zip --archive vox1_test_wav.zip --out data
     python scripts/dataprep.py voxceleb2 --archive vox2_dev_aac.zip --out data      # needs ffmpeg
@@ -27,7 +27,6 @@ import argparse
 import concurrent.futures
 import gzip
 import hashlib
-import json
 import os
 import random
 import re
@@ -35,21 +34,21 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import soundfile as sf
-from tqdm import tqdm
 
 from dataio.trials import read_trial_list
-from utils.atomic import atomic_write_text
+from utils.atomic import atomic_open, atomic_path, atomic_write_text
 from utils.cli import error_status
 from utils.errors import InputError
+from utils.progress import progress_bar
+from utils.steps import StepMarkers
 
 SAMPLE_RATE = 16000
 MARKER_DIR = ".dataprep"
@@ -100,22 +99,18 @@ class DataprepError(InputError):
 
 
 class Steps:
-    """Done-markers under ``OUT/.dataprep``: a finished step is skipped on the next run."""
+    """The steps of one dataprep run; markers under ``OUT/.dataprep``; ``force`` redoes finished ones."""
 
     def __init__(self, out: Path, force: bool) -> None:
-        self.folder = out / MARKER_DIR
+        self.markers = StepMarkers(out / MARKER_DIR)
         self.force = force
 
     def run(self, name: str, action: Callable[[], Dict]) -> None:
-        marker = self.folder / f"{name}.done"
-        if marker.exists() and not self.force:
-            print(f"[skip] {name}: done on a previous run ({marker})", flush=True)
+        if not self.force and self.markers.finished(name) is not None:
+            print(f"[skip] {name}: done on a previous run ({self.markers.marker(name)})", flush=True)
             return
         print(f"[step] {name}", flush=True)
-        started = time.time()
-        summary = action() or {}
-        summary["seconds"] = round(time.time() - started, 1)
-        atomic_write_text(marker, json.dumps(summary, indent=1) + "\n")
+        self.markers.run(name, action)
 
 
 def _mismatch(message: str, strict: bool) -> None:
@@ -196,27 +191,15 @@ def join_parts(archives: Sequence[Path], out: Path, steps: Steps) -> List[Path]:
         def concatenate(parts: List[Path] = sorted(parts), target: Path = target) -> Dict:
             for part in parts:
                 _require_file(part)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            with open(partial, "wb") as sink:
-                for part in tqdm(parts, desc=f"joining {target.name}", unit="part"):
+            with atomic_open(target, "wb") as sink:
+                for part in progress_bar(parts, desc=f"joining {target.name}", unit="part"):
                     with open(part, "rb") as source:
                         shutil.copyfileobj(source, sink, 1 << 24)
-            os.replace(partial, target)
             return {"parts": [str(p) for p in parts], "archive": str(target)}
 
         steps.run(f"join.{stem}", concatenate)
         whole.append(target)
     return whole
-
-
-def _write_stream(source, target: Path) -> None:
-    """Copy a file-like object to ``target`` through a temporary name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as sink:
-        shutil.copyfileobj(source, sink, 1 << 20)
-    os.replace(partial, target)
 
 
 def _safe_relative(name: str, archive: Path) -> Path:
@@ -226,51 +209,48 @@ def _safe_relative(name: str, archive: Path) -> Path:
     return relative
 
 
-def extract_zip(archive: Path, destination: Callable[[str], Optional[Path]], label: str) -> int:
-    """Extract the members of a zip for which ``destination(name)`` gives a path; returns the count.
+Member = Tuple[str, int, Callable[[], IO[bytes]]]
+"""An archive member: (name, size in bytes, open its content)."""
 
-    A member whose target already exists with the member's size is kept (resume after a crash).
+ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile)
+
+
+def _zip_members(handle: zipfile.ZipFile) -> Iterator[Member]:
+    for info in handle.infolist():
+        if not info.is_dir():
+            yield info.filename, info.file_size, lambda info=info: handle.open(info)
+
+
+def _tar_members(handle: tarfile.TarFile) -> Iterator[Member]:
+    for info in handle:
+        if info.isfile():
+            yield info.name, info.size, lambda info=info: handle.extractfile(info)
+
+
+def extract_archive(archive: Path, destination: Callable[[str], Optional[Path]], label: str) -> int:
+    """Extract the members of a zip or tar (.tar, .tar.gz) for which ``destination(name)`` gives a path.
+
+    Returns the number of such members. A member whose target already exists with the member's size
+    is kept (resume after a crash); every other is written under a temporary name and renamed whole.
     """
     _require_file(archive)
+    is_zip = archive.suffix == ".zip"
     count = 0
-    member = None
+    current = None
     try:
-        with zipfile.ZipFile(archive) as handle:
-            members = [m for m in handle.infolist() if not m.is_dir()]
-            for member in tqdm(members, desc=f"extracting {label}", unit="file", mininterval=2):
-                target = destination(member.filename)
+        with (zipfile.ZipFile(archive) if is_zip else tarfile.open(archive, "r:*")) as handle:
+            members = (_zip_members if is_zip else _tar_members)(handle)
+            for current, size, open_member in progress_bar(members, desc=f"extracting {label}", unit="file"):
+                target = destination(current)
                 if target is None:
                     continue
                 count += 1
-                if target.exists() and target.stat().st_size == member.file_size:
+                if target.exists() and target.stat().st_size == size:
                     continue
-                with handle.open(member) as source:
-                    _write_stream(source, target)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        where = f" at member {member.filename!r}" if member is not None else ""
-        raise DataprepError(f"archive {archive} is corrupt or incomplete{where} ({err}): "
-                            "download it again (with --md5 to check it)") from err
-    return count
-
-
-def extract_tar(archive: Path, destination: Callable[[str], Optional[Path]], label: str) -> int:
-    """The tar (.tar, .tar.gz) counterpart of :func:`extract_zip`."""
-    _require_file(archive)
-    count = 0
-    member = None
-    try:
-        with tarfile.open(archive, "r:*") as handle:
-            for member in tqdm(handle, desc=f"extracting {label}", unit="file", mininterval=2):
-                target = destination(member.name) if member.isfile() else None
-                if target is None:
-                    continue
-                count += 1
-                if target.exists() and target.stat().st_size == member.size:
-                    continue
-                source = handle.extractfile(member)
-                _write_stream(source, target)
-    except (tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile) as err:
-        where = f" at member {member.name!r}" if member is not None else ""
+                with open_member() as source, atomic_open(target, "wb", durable=False) as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+    except ARCHIVE_ERRORS as err:
+        where = f" at member {current!r}" if current is not None else ""
         raise DataprepError(f"archive {archive} is corrupt or incomplete{where} ({err}): "
                             "download it again (with --md5 to check it)") from err
     return count
@@ -323,7 +303,7 @@ def cmd_voxceleb1(args: argparse.Namespace) -> None:
     root = out / "voxceleb1"
     for archive in _archives(args, out, steps):
         steps.run(f"voxceleb1.extract.{archive.name}", lambda archive=archive: {
-            "files": extract_zip(archive, _speaker_layout(root, archive, ".wav"), archive.name)})
+            "files": extract_archive(archive, _speaker_layout(root, archive, ".wav"), archive.name)})
     steps.run("voxceleb1.verify", lambda: _verify_speaker_corpus("VoxCeleb1", root, VOXCELEB1, args))
     print(f"VoxCeleb1 ready: --test_path {root}", flush=True)
 
@@ -342,14 +322,15 @@ def convert_to_wav(ffmpeg: str, source: Path, keep_source: bool) -> Optional[str
     """One file to 16 kHz mono 16-bit WAV beside it (skipped when done); returns an error text or None."""
     target = source.with_suffix(".wav")
     if not target.exists():
-        partial = target.with_name(target.name + ".partial")
-        command = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-vn", "-ac", "1",
-                   "-ar", str(SAMPLE_RATE), "-acodec", "pcm_s16le", "-f", "wav", str(partial)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0 or not partial.exists():
-            partial.unlink(missing_ok=True)
-            return f"{source}: ffmpeg exit {result.returncode}: {result.stderr.strip()[-300:]}"
-        os.replace(partial, target)
+        try:
+            with atomic_path(target, durable=False) as partial:
+                command = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-vn", "-ac", "1",
+                           "-ar", str(SAMPLE_RATE), "-acodec", "pcm_s16le", "-f", "wav", partial]
+                result = subprocess.run(command, capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise DataprepError(f"{source}: ffmpeg exit {result.returncode}: {result.stderr.strip()[-300:]}")
+        except DataprepError as error:
+            return str(error)
     if not keep_source:
         source.unlink()
     return None
@@ -359,8 +340,8 @@ def convert_all(ffmpeg: str, root: Path, workers: int, keep_source: bool) -> Dic
     sources = scan_speaker_files(root, ".m4a")
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for error in tqdm(pool.map(lambda s: convert_to_wav(ffmpeg, s, keep_source), sources),
-                          total=len(sources), desc="m4a -> wav", unit="file", mininterval=2):
+        for error in progress_bar(pool.map(lambda s: convert_to_wav(ffmpeg, s, keep_source), sources),
+                                  total=len(sources), desc="m4a -> wav", unit="file"):
             if error is not None:
                 failures.append(error)
     if failures:
@@ -393,7 +374,7 @@ def cmd_voxceleb2(args: argparse.Namespace) -> None:
             return None if target is None or target.with_suffix(".wav").exists() else target
 
         steps.run(f"voxceleb2.extract.{archive.name}", lambda archive=archive, destination=destination: {
-            "files": extract_zip(archive, destination, archive.name)})
+            "files": extract_archive(archive, destination, archive.name)})
     steps.run("voxceleb2.convert", lambda: convert_all(ffmpeg, root, args.workers, args.keep_m4a))
     steps.run("voxceleb2.verify", lambda: _verify_speaker_corpus("VoxCeleb2 dev", root, VOXCELEB2_DEV, args))
     steps.run("voxceleb2.train_list", lambda: {"lines": write_train_list(root, out / "train_list.txt")})
@@ -429,7 +410,7 @@ def split_musan(source_root: Path, split_root: Path, piece_seconds: float, hop_s
     sources = sorted(p for kind in MUSAN_FILES for p in (source_root / kind).glob("*/*.wav"))
     if not sources:
         raise DataprepError(f"no MUSAN files {source_root}/{{music,speech,noise}}/*/*.wav: extract musan.tar.gz first")
-    for source in tqdm(sources, desc="splitting MUSAN", unit="file", mininterval=2):
+    for source in progress_bar(sources, desc="splitting MUSAN", unit="file"):
         kind = source.parent.parent.name
         counts[kind] += 1
         key = (kind, source.stem)
@@ -447,9 +428,8 @@ def split_musan(source_root: Path, split_root: Path, piece_seconds: float, hop_s
             raise DataprepError(f"MUSAN file {source} is sampled at {rate} Hz, expected {SAMPLE_RATE}")
         folder.mkdir(parents=True, exist_ok=True)
         for start, name in zip(starts, names):
-            partial = name.with_name(name.name + ".partial")
-            sf.write(str(partial), audio[start:start + piece], SAMPLE_RATE, format="WAV", subtype="PCM_16")
-            os.replace(partial, name)
+            with atomic_path(name, durable=False) as partial:
+                sf.write(partial, audio[start:start + piece], SAMPLE_RATE, format="WAV", subtype="PCM_16")
             written += 1
     return {"sources": dict(counts), "pieces_written": written}
 
@@ -460,7 +440,7 @@ def cmd_musan(args: argparse.Namespace) -> None:
     source_root, split_root = out / "musan", out / "musan_split"
     for archive in _archives(args, out, steps):
         steps.run(f"musan.extract.{archive.name}", lambda archive=archive: {
-            "files": extract_tar(archive, _musan_layout(source_root, archive), archive.name)})
+            "files": extract_archive(archive, _musan_layout(source_root, archive), archive.name)})
 
     def verify() -> Dict:
         for kind, published in MUSAN_FILES.items():
@@ -486,7 +466,7 @@ def cmd_rirs(args: argparse.Namespace) -> None:
             return root.joinpath(*inner) if len(inner) == 3 and inner[0] in rooms else None
 
         steps.run(f"rirs.extract.{archive.name}", lambda archive=archive, destination=destination: {
-            "files": extract_zip(archive, destination, archive.name)})
+            "files": extract_archive(archive, destination, archive.name)})
 
     def verify() -> Dict:
         files = sorted(root.glob("*/*/*.wav"))

@@ -1,4 +1,4 @@
-"""Small synthetic data sets in the layouts the project reads (SPEC §6), for tests.
+"""Small synthetic data sets in the layouts the project reads (docs/method.md §6), for tests.
 
 Everything is generated from a seed, so a test that builds the same data twice gets the same bytes.
 Audio is written as 16-bit PCM WAV.

@@ -28,7 +28,7 @@ ALLOWED: Dict[str, Set[str]] = {
 ROOT_MODULES = {name[:-3] for name in os.listdir(REPO_ROOT) if name.endswith(".py")}
 FIRST_PARTY = set(ALLOWED) | ROOT_MODULES | {"bench", "tests"}
 
-# SPEC §9 of the method: module path -> {name: parameter names its signature starts with}
+# docs/method.md §9: module path -> {name: parameter names its signature starts with}
 PUBLIC_INTERFACE = {
     "tuneThreshold": {"tuneThresholdfromScore": ["scores", "labels", "target_fa", "target_fr"],
                       "ComputeErrorRates": ["scores", "labels"],

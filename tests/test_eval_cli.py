@@ -17,6 +17,7 @@ from SpeakerNet import SpeakerNet
 from utils import checkpoints
 from utils.errors import InputError
 from utils.options import parse_options
+from utils.records import read_json
 
 MODEL = ["--nOut", "16", "--head_nb", "4", "--compression_dim", "16", "--nClasses", "3",
          "--nDataLoaderThread", "0", "--device", "cpu"]
@@ -101,6 +102,15 @@ def test_eval_writes_scores_results_and_plots(setup, capsys):
     with open(os.path.join(result_dir(setup), "eval_results.txt")) as handle:
         saved = handle.read().splitlines()
     assert saved[-2:] == lines
+    for epoch, line in zip((2, 1), lines):
+        tag = f"model{epoch:09d}_trials"
+        record = read_json(os.path.join(result_dir(setup), f"eval_{tag}.json"))
+        assert f"| EER {record['eer']:.4f}% minDCF(p_target=0.05) {record['min_dcf']['0.05']:.5f} " \
+               f"minDCF(p_target=0.01) {record['min_dcf']['0.01']:.5f} |" in line
+        assert (record["n_trials"], record["n_target"], record["trial_list"]) == (n, targets, setup["trials"])
+        assert record["checkpoint_path"] == checkpoints.model_path(os.path.join(setup["save_path"], "model"), epoch)
+        assert record["det_plot"] == os.path.join(result_dir(setup), f"det_{tag}.png")
+        assert record["scores_file"] == f"scores_{tag}.txt"
 
 
 def test_unlabelled_list_gives_scores_only(setup, capsys):

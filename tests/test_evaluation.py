@@ -1,4 +1,6 @@
-"""Trial lists, the SPEC §7 score, AS-norm, result lines, checkpoint averaging: by hand and against direct formulas."""
+"""Trial lists, the docs/method.md §7 score, AS-norm, result lines, checkpoint averaging.
+
+Checked by hand and against direct formulas."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""AAM-softmax + loss gate + label correction, checked against hand computations (SPEC §4).
+"""AAM-softmax + loss gate + label correction, checked against hand computations (docs/method.md §4).
 
 The reference values come from angles and ``math`` only: every embedding and class weight lives in
 2-D at a known angle, so cos(theta) to a class is cos(angle difference) whatever the vector norms.

@@ -1,4 +1,4 @@
-"""MHFA head (SPEC §3) and the speaker-encoder factory."""
+"""MHFA head (docs/method.md §3) and the speaker-encoder factory."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +20,7 @@ HEAD_KEYS = {"weights_k", "weights_v", "cmp_linear_k.weight", "cmp_linear_k.bias
 
 
 def original_formula(head: MHFA, hidden_states):
-    """SPEC §3 written on the stacked (B, D, T, L) tensor, step by step."""
+    """docs/method.md §3 written on the stacked (B, D, T, L) tensor, step by step."""
     x = torch.stack(hidden_states, dim=-1).transpose(1, 2)  # (B, D, T, L)
     k = (x * F.softmax(head.weights_k, dim=-1)).sum(dim=-1).transpose(1, 2)  # (B, T, D)
     v = (x * F.softmax(head.weights_v, dim=-1)).sum(dim=-1).transpose(1, 2)

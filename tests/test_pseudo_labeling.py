@@ -1,4 +1,5 @@
 """pseudo_labeling.py end to end on generated embeddings: output format and order, reports, bad input."""
+import json
 import logging
 import os
 
@@ -44,7 +45,11 @@ def test_cli_writes_one_label_per_key_in_input_order_and_reports_nmi(tmp_path, c
     assert len(set.union(*by_speaker.values())) == 4
     assert "NMI: 1.0000, purity: 1.0000" in caplog.text
     assert "k-means iteration 1/300" in caplog.text
-    assert sorted(os.listdir(out.parent)) == ["pl.txt"]
+    assert sorted(os.listdir(out.parent)) == ["pl.summary.json", "pl.txt"]
+    summary = json.loads((out.parent / "pl.summary.json").read_text())
+    assert summary["nmi"] == summary["purity"] == 1.0 and summary["n_clusters_nonempty"] == 4
+    assert summary["n_files"] == len(embeddings) and summary["output_file"] == str(out)
+    assert set(summary["timings"]) == {"load", "kmeans", "ahc", "report", "write", "total"}
 
 
 def test_summary_without_ahc_and_with_keys_without_speakers(tmp_path):

@@ -1,5 +1,6 @@
 """run_rounds.py: the whole loop on a tiny generated corpus (real scripts, 1 round, 1 epoch), interrupted
 with a signal and resumed; option passing; step bookkeeping."""
+import json
 import os
 import re
 import signal
@@ -82,6 +83,17 @@ def test_loop_interrupted_resumed_and_skipped(tmp_path, corpus):
         assert all(0.0 <= float(c) <= 1.5 for c in cells[7:])  # minDCF at 0.05 and 0.01
     assert re.search(r"DET plot: .*lmft/result/det_.*\.png", second.stdout)
     assert (base / "lmft" / "result" / "eval_results.txt").is_file()
+    # The table is the stages' JSON records, rounded.
+    for row, stage in zip(rows, ("round1", "lmft")):
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        summary = json.loads((base / "round1" / "pseudo_labels.summary.json").read_text())
+        metrics = (base / stage / "result" / "train_metrics.jsonl").read_text()
+        epochs = [json.loads(line) for line in metrics.splitlines()]
+        evaluation = json.loads(next((base / stage / "result").glob("eval_*.json")).read_text())
+        assert cells[2:7] == [f"{summary['nmi']:.3f}", f"{summary['purity']:.3f}", str(summary["n_clusters_nonempty"]),
+                              f"{epochs[-1]['accuracy']:.1f}", f"{evaluation['eer']:.2f}"]
+        assert cells[7:] == [f"{evaluation['min_dcf'][p]:.3f}" for p in ("0.05", "0.01")]
+        assert [record["epoch"] for record in epochs] == [1] and evaluation["n_trials"] > 0
 
     # The overrides reached every training run; LMFT started from round 1's newest checkpoint.
     for stage in ("round1", "lmft"):
@@ -160,7 +172,7 @@ def test_failed_step_leaves_no_marker_and_reruns(tmp_path, capsys):
     step = run_rounds.Step("demo.step", "a step", lambda: [sys.executable, "-c", script])
     with pytest.raises(run_rounds.DriverError, match=r"exit status 3.*logs/demo.step.log"):
         runner.run(step, "[1/1]")
-    assert not runner.is_done("demo.step")
+    assert runner.markers.finished("demo.step") is None
     flag.write_text("")
     runner.run(step, "[1/1]")
     runner.run(step, "[1/1]")

@@ -16,6 +16,7 @@ from tests.conftest import TINY_CONFIG
 from training.trainer import ModelTrainer, rank_part_path
 from utils import options
 from utils.errors import InputError
+from utils.records import read_records
 
 CROP = 100 * 160 + 240
 REG = 0.01  # weight_finetuning_reg of configs/tiny.yaml
@@ -37,7 +38,7 @@ def perturb_(net, name, value):
         dict(net.__S__.model.named_parameters())[name].add_(value)
 
 
-# ----- the L2 term and the total objective (SPEC §5) -----
+# ----- the L2 term and the total objective (docs/method.md §5) -----
 
 def test_weight_distance_is_the_sum_of_per_tensor_norms(tiny_net, tiny_wavlm):
     net = tiny_net()
@@ -99,7 +100,7 @@ def test_fully_gated_batch_keeps_gradients_finite(tiny_net):
     assert net.__S__.model.encoder.layers[0].fc2.weight.grad.abs().max().item() > 0.0
 
 
-# ----- optimiser groups (SPEC §5) -----
+# ----- optimiser groups (docs/method.md §5) -----
 
 @pytest.mark.parametrize("layers", [2, 3])
 def test_llrd_groups_cover_every_layer(tiny_net, tmp_path, layers):
@@ -167,7 +168,7 @@ def test_scheduler_restored_equals_fast_forwarded(tiny_net):
     assert all(torch.equal(moments[i]["exp_avg"], original[i]["exp_avg"]) for i in original)
 
 
-# ----- the clean view (SPEC §4: no gradient; only under label correction) -----
+# ----- the clean view (docs/method.md §4: no gradient; only under label correction) -----
 
 def test_clean_view_only_from_lc_start_and_without_autograd(tiny_net):
     net = tiny_net()  # lc_start_epoch 3
@@ -232,6 +233,14 @@ def test_single_process_run_writes_every_output(two_epoch_run, tiny_corpus):
     assert len(scores) == 2
     assert re.fullmatch(r"Epoch 1, TEER/TAcc \d+\.\d\d, TLOSS \d+\.\d{6}, LR 0\.005000 ", scores[0])
     assert re.fullmatch(r"Epoch 2, TEER/TAcc \d+\.\d\d, TLOSS \d+\.\d{6}, LR 0\.002500 ", scores[1])
+    records = read_records(os.path.join(save_path, "result", "train_metrics.jsonl"))
+    state = torch.load(os.path.join(model_dir, "state000000002.pt"), weights_only=True)
+    assert [(r["epoch"], r["lr"], r["gate_threshold"]) for r in records] == [
+        (1, 0.005, 1e6), (2, 0.0025, state["gate_threshold"])]  # the tiny config fits the gate from epoch 2
+    for line, record in zip(scores, records):
+        assert line == f"Epoch {record['epoch']}, TEER/TAcc {record['accuracy']:2.2f}, TLOSS {record['loss']:f}, " \
+                       f"LR {record['lr']:f} "
+        assert record["steps"] > 0 and record["seconds"] > 0 and record["utterances_per_s"] > 0
     resolved = options.parse_options("t", ["--config", os.path.join(save_path, "config.yaml")])
     expected = options.parse_options("t", argv)
     assert {k: v for k, v in vars(resolved).items() if k != "config"} == \

@@ -142,25 +142,3 @@ def test_bad_cost_arguments_are_rejected() -> None:
         TT.ComputeMinDcf(fnrs, fprs, thresholds, 1.0, 1, 1)
     with pytest.raises(ValueError, match="c_miss and c_fa"):
         TT.compute_eer_mindcf(HAND_SCORES, HAND_LABELS, (0.05,), c_fa=0)
-
-
-def _stable_argsort_cases() -> list[np.ndarray]:
-    rng = np.random.default_rng(7)
-    close = 1.0 + np.spacing(1.0) * rng.integers(0, 40, 300)  # differ only in the bits the index displaces
-    mixed_zero = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0, -0.0])  # -0.0 == 0.0: a tie, kept in input order
-    return [
-        rng.normal(0, 1, 5000).astype(np.float32).astype(np.float64),  # float32-valued: many exact ties
-        np.round(rng.normal(0, 1, 3000), 1),
-        close,
-        -close,
-        np.concatenate([close, -close, rng.normal(0, 1e300, 50), [np.finfo(float).tiny, -np.finfo(float).tiny]]),
-        mixed_zero,
-        np.array([3.0]),
-        np.array([2.0, 1.0]),
-    ]
-
-
-@pytest.mark.parametrize("case", range(len(_stable_argsort_cases())))
-def test_stable_score_order_equals_numpy_stable_argsort(case: int) -> None:
-    scores = _stable_argsort_cases()[case]
-    assert np.array_equal(TT.stable_score_order(scores), np.argsort(scores, kind="stable"))

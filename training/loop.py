@@ -11,10 +11,11 @@ import argparse
 import logging
 import os
 import random
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from dataio.datasets import train_dataset_loader, worker_init_fn
@@ -26,10 +27,13 @@ from utils.atomic import atomic_append_line
 from utils.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process
 from utils.errors import InputError
 from utils.options import save_resolved_config
+from utils.records import EpochLog
 
 logger = logging.getLogger("trainSpeakerNet")
 
 SCORE_LINE = "Epoch {:d}, TEER/TAcc {:2.2f}, TLOSS {:f}, LR {:f} \n"
+METRICS_FILE = "train_metrics.jsonl"
+"""One JSON record per epoch in ``save_path/result``: what run_rounds.py and other tools read."""
 
 
 def seed_everything(seed: int) -> None:
@@ -74,6 +78,22 @@ def find_start(model_dir: str, initial_model: Optional[str]) -> Tuple[int, Optio
     return 1, initial_model, None
 
 
+class ResumeStateHolder(Protocol):
+    """What :func:`save_checkpoint` needs from a trainer: the dict a resume restores (optimizer, schedules...)."""
+
+    def state_dict(self) -> Dict[str, Any]: ...
+
+
+def restore_rng(state: Mapping[str, Any], state_file: str) -> None:
+    """This process's random states from a resume state, when it was saved by as many processes as run now."""
+    rng_states = state.get("rng", [])
+    if len(rng_states) == get_world_size():
+        checkpoints.restore_rng_state(rng_states[get_rank()])
+    else:
+        logger.warning("%s holds random states of %d processes, this run has %d: random streams restart "
+                       "from the seed", state_file, len(rng_states), get_world_size())
+
+
 def restore(trainer: ModelTrainer, start_epoch: int, state_file: Optional[str]) -> None:
     """Optimizer, scheduler, gate threshold and random states from ``state_file``; else fast-forward StepLR."""
     if state_file is None:
@@ -81,18 +101,13 @@ def restore(trainer: ModelTrainer, start_epoch: int, state_file: Optional[str]) 
         return
     state = checkpoints.read_resume_state(state_file)
     trainer.load_state_dict(state)
-    rng_states = state.get("rng", [])
-    if len(rng_states) == get_world_size():
-        checkpoints.restore_rng_state(rng_states[get_rank()])
-    else:
-        logger.warning("%s holds random states of %d processes, this run has %d: random streams restart "
-                       "from the seed", state_file, len(rng_states), get_world_size())
+    restore_rng(state, state_file)
     logger.info("Restored optimizer, scheduler (LR %s) and gate threshold %g from %s",
                 trainer.learning_rates(), trainer.gate_threshold, state_file)
 
 
-def save_checkpoint(net: SpeakerNet, trainer: ModelTrainer, model_dir: str, epoch: int) -> None:
-    """Collective: every process contributes its random states; rank 0 writes the files."""
+def save_checkpoint(net: nn.Module, trainer: ResumeStateHolder, model_dir: str, epoch: int) -> None:
+    """Collective: every process contributes its random states; rank 0 writes ``net``'s weights and the state file."""
     rng_states = all_gather_objects(checkpoints.capture_rng_state())
     if is_main_process():
         resume_state: Dict[str, Any] = dict(trainer.state_dict(), rng=rng_states, world_size=get_world_size())
@@ -106,6 +121,8 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
     model_dir = os.path.join(args.save_path, "model")
     loss_dir = os.path.join(args.save_path, "loss_vals")
     score_file = os.path.join(args.save_path, "result", "scores.txt")
+    metrics = EpochLog(os.path.join(args.save_path, "result", METRICS_FILE),
+                       os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
     if is_main_process():
         for folder in (model_dir, loss_dir, os.path.dirname(score_file)):
             os.makedirs(folder, exist_ok=True)
@@ -146,12 +163,17 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
         learning_rate = max(trainer.learning_rates())
         if net.__L__.gate_update_due(epoch):
             trainer.refit_gate(os.path.join(loss_dir, "epoch_%d.txt" % (epoch - 1)))
-        loss, accuracy = trainer.train_network(loader, os.path.join(loss_dir, "epoch_%d.txt" % epoch), epoch,
-                                               verbose=is_main_process())
+        gate_threshold = trainer.gate_threshold
+        stats = trainer.train_network(loader, os.path.join(loss_dir, "epoch_%d.txt" % epoch), epoch,
+                                      verbose=is_main_process())
         if is_main_process():
-            line = SCORE_LINE.format(epoch, accuracy, loss, learning_rate)
+            line = SCORE_LINE.format(epoch, stats.accuracy, stats.loss, learning_rate)
             logger.info(line.strip())
             atomic_append_line(score_file, line)
+            metrics.log({"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy, "lr": learning_rate,
+                         "gate_threshold": gate_threshold, "steps": stats.steps, "seconds": round(stats.seconds, 3),
+                         "utterances_per_s": round(stats.utterances_per_s, 2)})
         if epoch % args.test_interval == 0:
             save_checkpoint(net, trainer, model_dir, epoch)
+    metrics.close()
     return net

@@ -5,7 +5,8 @@ import logging
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,21 @@ from utils.errors import InputError
 from utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch over every process: mean loss and top-1 accuracy (%) per step, steps, utterances, seconds."""
+
+    loss: float
+    accuracy: float
+    steps: int
+    utterances: int
+    seconds: float
+
+    @property
+    def utterances_per_s(self) -> float:
+        return self.utterances / max(self.seconds, 1e-9)
 
 
 def rank_part_path(loss_vals_path: str, rank: int) -> str:
@@ -107,8 +123,8 @@ class ModelTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.update_lgl_threshold(state["gate_threshold"])
 
-    def train_network(self, loader: Any, loss_vals_path: str, epoch: int, verbose: bool) -> Tuple[float, float]:
-        """Train one epoch; return the mean loss and mean top-1 accuracy (%) over every process's steps.
+    def train_network(self, loader: Any, loss_vals_path: str, epoch: int, verbose: bool) -> EpochStats:
+        """Train one epoch; return its figures over every process's steps.
 
         Each sample's CE and relative path go to this process's part of ``loss_vals_path``; rank 0
         then merges the parts into ``loss_vals_path``. StepLR is stepped once at the end.
@@ -117,7 +133,8 @@ class ModelTrainer:
         rank, world_size = get_rank(), get_world_size()
         device = self.device
         loss_sum = accuracy_sum = 0.0
-        steps = 0
+        steps = utterances = 0
+        started = time.perf_counter()
         progress = progress_bar(total=len(loader), desc=f"Epoch {epoch}", unit="step", disable=not verbose)
         with atomic_open(rank_part_path(loss_vals_path, rank), "w", encoding="utf-8") as part:
             tick = time.perf_counter()
@@ -131,6 +148,7 @@ class ModelTrainer:
                 loss_sum += loss.item()
                 accuracy_sum += prec1.item()
                 steps += 1
+                utterances += len(paths)
                 now = time.perf_counter()
                 progress.set_postfix(loss=f"{loss_sum / steps:.4f}", acc=f"{accuracy_sum / steps:.2f}%",
                                      utt_s=f"{len(paths) * world_size / (now - tick):.1f}")
@@ -141,7 +159,10 @@ class ModelTrainer:
         barrier()
         if is_main_process():
             merge_loss_parts(loss_vals_path, world_size)
-        totals = [sum(values) for values in zip(*all_gather_objects((loss_sum, accuracy_sum, steps)))]
-        if totals[2] == 0:
+        seconds = time.perf_counter() - started
+        loss_sum, accuracy_sum, steps, utterances = (
+            sum(values) for values in zip(*all_gather_objects((loss_sum, accuracy_sum, steps, utterances))))
+        if steps == 0:
             raise RuntimeError(f"epoch {epoch}: the data loader gave no batch")
-        return totals[0] / totals[2], totals[1] / totals[2]
+        return EpochStats(loss=loss_sum / steps, accuracy=accuracy_sum / steps, steps=steps, utterances=utterances,
+                          seconds=seconds)

@@ -84,6 +84,8 @@ OPTIONS: List[Option] = [
     _o("distributed", str2bool, False, "join the torchrun process group (env:// rendezvous)", TRAIN),
     _o("port", str, "7888", "kept for old configs; torchrun's --master_port sets the port", TRAIN),
     _o("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", TRAIN),
+    _o("tensorboard", str2bool, False,
+       "also write each epoch's figures for TensorBoard into save_path/tensorboard (needs tensorboard)", TRAIN),
     # optimiser
     _o("optimizer", str, "adamw", "optimiser (adamw)", OPTIM, choices=("adamw",)),
     _o("scheduler", str, "steplr", "learning-rate scheduler (steplr, stepped once per test_interval)",
