@@ -18,6 +18,7 @@ import soundfile as sf
 
 from demo.noise import background
 from utils.atomic import atomic_open, atomic_write_text
+from utils.errors import InputError
 
 FSDD_DIR = Path(__file__).resolve().parent / "fsdd" / "recordings"
 """The carried FSDD recordings (CC BY-SA 4.0, see demo/fsdd/LICENSE)."""
@@ -33,11 +34,11 @@ def _fsdd_groups(recordings_dir: Path, sessions: int) -> Dict[Tuple[str, int], L
         match = _FSDD_NAME.match(path.name)
         if match is None:
             if path.suffix == ".wav":
-                raise ValueError(f"{path}: not an FSDD file name ('{{digit}}_{{speaker}}_{{index}}.wav')")
+                raise InputError(f"{path}: not an FSDD file name ('{{digit}}_{{speaker}}_{{index}}.wav')")
             continue
         parsed.append((match.group(2), int(match.group(3)), int(match.group(1)), path))
     if not parsed:
-        raise FileNotFoundError(f"no FSDD recordings ('{{digit}}_{{speaker}}_{{index}}.wav') in {recordings_dir}")
+        raise InputError(f"no FSDD recordings ('{{digit}}_{{speaker}}_{{index}}.wav') in {recordings_dir}")
     n_indices = max(index for _, index, _, _ in parsed) + 1
     groups: Dict[Tuple[str, int], List[Path]] = defaultdict(list)
     for speaker, index, _digit, path in sorted(parsed):
@@ -71,7 +72,7 @@ def build_fsdd_corpus(out_root: str | os.PathLike, recordings_dir: str | os.Path
     """
     low, high = digits_per_utterance
     if not 1 <= low <= high:
-        raise ValueError(f"digits_per_utterance must be (low, high) with 1 <= low <= high, got {digits_per_utterance}")
+        raise InputError(f"digits_per_utterance must be (low, high) with 1 <= low <= high, got {digits_per_utterance}")
     rng = np.random.default_rng(seed)
     background_rng = np.random.default_rng([seed, 1])
     written: List[str] = []
@@ -83,7 +84,7 @@ def build_fsdd_corpus(out_root: str | os.PathLike, recordings_dir: str | os.Path
             for path in (paths[i] for i in order[start:start + size]):
                 audio, file_rate = sf.read(str(path), dtype="int16")
                 if rate is not None and file_rate != rate:
-                    raise ValueError(f"{path}: sample rate {file_rate} Hz differs from {rate} Hz of the other files")
+                    raise InputError(f"{path}: sample rate {file_rate} Hz differs from {rate} Hz of the other files")
                 rate = file_rate
                 pieces += [audio, np.zeros(int(round(gap_seconds * file_rate)), dtype=np.int16)]
             start += size
@@ -116,7 +117,7 @@ def scan_corpus(root: str | os.PathLike) -> List[str]:
     """Every audio file of ``root`` in the ``SPEAKER/SESSION/UTT`` layout, as sorted relative paths."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"corpus folder {root} does not exist (expected SPEAKER/SESSION/UTT.wav files)")
+        raise InputError(f"corpus folder {root} does not exist (expected SPEAKER/SESSION/UTT.wav files)")
     found, misplaced = [], []
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file():
@@ -124,10 +125,10 @@ def scan_corpus(root: str | os.PathLike) -> List[str]:
         relative = path.relative_to(root).as_posix()
         (found if relative.count("/") == 2 else misplaced).append(relative)
     if misplaced:
-        raise ValueError(f"{root}: {len(misplaced)} audio files are not at SPEAKER/SESSION/UTT depth, "
+        raise InputError(f"{root}: {len(misplaced)} audio files are not at SPEAKER/SESSION/UTT depth, "
                          f"e.g. {misplaced[:3]}")
     if not found:
-        raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) at SPEAKER/SESSION/UTT depth")
+        raise InputError(f"{root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) at SPEAKER/SESSION/UTT depth")
     return found
 
 
@@ -147,7 +148,7 @@ def split_by_session(relative_paths: Sequence[str], test_sessions: int = 1) -> T
         for session in sessions:
             (test if session in held_out else train).extend(sorted(by_speaker[speaker][session]))
     if len({p.split("/")[0] for p in test}) < 2:
-        raise ValueError("the test split needs speakers with more than "
+        raise InputError("the test split needs speakers with more than "
                          f"{test_sessions} session(s), and at least two of them: found "
                          f"{len({p.split('/')[0] for p in test})} (make SPEAKER/SESSION folders)")
     return train, test

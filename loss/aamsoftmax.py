@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import InputError
+
 _GATE_OPEN = 1e6
 
 
@@ -41,15 +43,15 @@ class LossFunction(nn.Module):
         super().__init__()
         for name, value in (("nOut", nOut), ("nClasses", nClasses)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"LossFunction: {name} must be a positive integer, got {value!r}")
+                raise InputError(f"LossFunction: {name} must be a positive integer, got {value!r}")
         if not 0.0 <= margin < math.pi:
-            raise ValueError(f"LossFunction: margin must lie in [0, pi), got {margin!r}")
+            raise InputError(f"LossFunction: margin must lie in [0, pi), got {margin!r}")
         if not scale > 0:
-            raise ValueError(f"LossFunction: scale must be positive, got {scale!r}")
+            raise InputError(f"LossFunction: scale must be positive, got {scale!r}")
         if not lc_temperature > 0:
-            raise ValueError(f"LossFunction: lc_temperature must be positive, got {lc_temperature!r}")
+            raise InputError(f"LossFunction: lc_temperature must be positive, got {lc_temperature!r}")
         if not 0.0 <= lc_confidence < 1.0:
-            raise ValueError(f"LossFunction: lc_confidence must lie in [0, 1), got {lc_confidence!r}")
+            raise InputError(f"LossFunction: lc_confidence must lie in [0, 1), got {lc_confidence!r}")
 
         self.in_feats = nOut
         self.n_classes = nClasses

@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
+from utils.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 GMM_OPTIONS = dict(n_components=2, covariance_type="full", random_state=0, tol=1e-5, max_iter=1000)
@@ -45,7 +47,7 @@ def read_loss_file(path: str) -> Tuple[np.ndarray, List[str]]:
                 losses.append(float(fields[0]))
             except ValueError:
                 message = f"{path}:{number}: expected '<loss> <path>', got {line.rstrip()!r}"
-                raise ValueError(message) from None
+                raise InputError(message) from None
             paths.append(fields[1])
     return np.asarray(losses, dtype=np.float64), paths
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from utils.errors import InputError
+
 KNOWN_MODELS = ("spk_encoder", "Baseline.Spk_Encoder")
 
 
@@ -20,10 +22,10 @@ def get_model_factory(name: str) -> Callable:
     except ModuleNotFoundError as error:
         if error.name is None or not (module_name == error.name or module_name.startswith(error.name + ".")):
             raise
-        raise ValueError(f"unknown model {name!r}: no module {module_name}; known models: "
+        raise InputError(f"unknown model {name!r}: no module {module_name}; known models: "
                          f"{', '.join(KNOWN_MODELS)}") from None
     factory = getattr(module, "MainModel", None)
     if not callable(factory):
-        raise ValueError(f"model module {module_name} defines no MainModel; known models: "
+        raise InputError(f"model module {module_name} defines no MainModel; known models: "
                          f"{', '.join(KNOWN_MODELS)}")
     return factory

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from models.mhfa import MHFA
 from models.wavlm import WavLM
 from models.wavlm_checkpoint import load_pretrained_wavlm
+from utils.errors import InputError
 
 
 class SpeakerEncoder(nn.Module):
@@ -45,7 +46,7 @@ def MainModel(pretrained_model_path: Optional[str] = None, nOut: int = 256, head
               compression_dim: int = 128, **kwargs: Any) -> SpeakerEncoder:
     """Factory called with the whole options namespace; options it does not use are ignored."""
     if not pretrained_model_path:
-        raise ValueError("the speaker encoder needs --pretrained_model_path (a WavLM checkpoint, "
+        raise InputError("the speaker encoder needs --pretrained_model_path (a WavLM checkpoint, "
                          "e.g. WavLM-Base+.pt, or a Hugging Face WavLMModel folder)")
     backbone, reference_state = load_pretrained_wavlm(pretrained_model_path)
     return SpeakerEncoder(backbone, reference_state, nOut=nOut, head_nb=head_nb,

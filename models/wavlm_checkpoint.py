@@ -21,6 +21,7 @@ from torch import Tensor
 
 from models.wavlm import WavLM, WavLMConfig
 from utils.atomic import atomic_torch_save
+from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ _HF_KEY_MAP = [
 ]
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(InputError):
     """A checkpoint file or folder that cannot be read as a WavLM encoder."""
 
 
@@ -142,7 +143,7 @@ def save_random_wavlm_checkpoint(path: str, seed: int = 0, **cfg_overrides: Any)
 
 def _read_microsoft(path: str) -> Tuple[WavLMConfig, Mapping[str, Any]]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"pre-trained WavLM checkpoint not found: {path}")
+        raise CheckpointFormatError(f"pre-trained WavLM checkpoint not found: {path}")
     content = _torch_load(path)
     if not (isinstance(content, Mapping) and isinstance(content.get("cfg"), Mapping)
             and isinstance(content.get("model"), Mapping)):

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from dataio.audio import header_length
 from dataio.datasets import AudioFiles, CropSpec
 from models.wavlm import WavLM
+from utils.errors import InputError
 from utils.progress import progress_bar
 
 
@@ -142,11 +143,11 @@ def embed_files(
                     for index, row in zip(indices, runner.embed([w for _, _, w in items])):
                         whole[index] = row
                 except torch.OutOfMemoryError as err:
-                    raise RuntimeError(f"out of memory embedding {len(items)} files at once: lower the files "
+                    raise InputError(f"out of memory embedding {len(items)} files at once: lower the files "
                                        f"per step (--eval_batch_size, now {batch_size})") from err
                 except (RuntimeError, ValueError) as err:
                     names = ", ".join(os.fspath(paths[i]) for i in indices)
-                    raise RuntimeError(f"embedding failed for a batch of {names}: {err}") from err
+                    raise InputError(f"embedding failed for a batch of {names}: {err}") from err
                 bar.update(len(items))
     finally:
         encoder.train(was_training)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.errors import InputError
+
 TensorLike = torch.Tensor | np.ndarray
 
 
@@ -77,7 +79,7 @@ def top_k_statistics(scores: TensorLike, top_k: int) -> CohortStatistics:
     std = top.std(dim=1, correction=0)
     degenerate = torch.nonzero(std == 0)
     if degenerate.numel():
-        raise ValueError(f"file {int(degenerate[0, 0])}: its top {top_k} cohort scores are all equal, so their "
+        raise InputError(f"file {int(degenerate[0, 0])}: its top {top_k} cohort scores are all equal, so their "
                          "standard deviation is 0 and the score cannot be normalised")
     return CohortStatistics(top.mean(dim=1), std)
 

@@ -26,6 +26,7 @@ from dataio.audio import SAMPLE_RATE, read_audio
 from dataio.embedding_store import embedding_key, save_embeddings
 from dataio.lists import read_train_list
 from utils.cli import error_status
+from utils.errors import InputError
 from utils.progress import progress_bar
 
 
@@ -34,7 +35,7 @@ class MfccStatistics:
 
     def __init__(self, n_mfcc: int = 20, n_mels: int = 40, vad_db: float = 40.0) -> None:
         if n_mfcc > n_mels:
-            raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
+            raise InputError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
         self.vad_db = vad_db
         self.mfcc = torchaudio.transforms.MFCC(
             sample_rate=SAMPLE_RATE, n_mfcc=n_mfcc,

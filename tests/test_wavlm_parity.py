@@ -239,7 +239,7 @@ def test_files_that_are_not_checkpoints(tmp_path):
     torch.save({"__S__.model.mask_emb": torch.zeros(3)}, state_only)
     with pytest.raises(CheckpointFormatError, match="expected a dict with 'cfg'"):
         load_pretrained_wavlm(str(state_only))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointFormatError, match="not found"):
         load_pretrained_wavlm(str(tmp_path / "absent.pt"))
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "wavlm"}))

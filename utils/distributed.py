@@ -10,6 +10,8 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
+from utils.errors import InputError
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -36,7 +38,7 @@ def init_distributed(device_type: str) -> None:
     """Join the env:// rendezvous that torchrun sets up: nccl on CUDA, gloo otherwise."""
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise InputError(
             "--distributed needs the environment that torchrun sets "
             f"(missing {', '.join(missing)}); launch with "
             "`torchrun --nproc_per_node=N trainSpeakerNet.py ... --distributed`"
