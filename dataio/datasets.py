@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 
 from dataio.audio import AudioReadError, crop_audio, loadWAV, read_audio
 from dataio.augment import AugmentWAV, augment_batch
-from dataio.lists import missing_files, read_train_list
-from utils.errors import InputError
+from dataio.lists import check_listed_files, read_train_list
 
 
 class train_dataset_loader(Dataset):
@@ -53,13 +52,7 @@ class train_dataset_loader(Dataset):
         label_index = {name: index for index, name in enumerate(self.label_names)}
         self.data_label = [label_index[name] for name in labels]
         self.data_list = [os.path.abspath(os.path.join(train_path, rel)) for rel in self.relative_paths]
-        missing = missing_files(self.data_list)
-        if missing:
-            shown = "; ".join(f"line {self.line_numbers[i]}: {self.data_list[i]}" for i in missing[:5])
-            raise InputError(
-                f"{train_list}: {len(missing)} of {len(self.data_list)} listed files do not exist "
-                f"(train_path {train_path!r}); first: {shown}"
-            )
+        check_listed_files(train_list, self.data_list, self.line_numbers, train_path)
         self.augment_wav = AugmentWAV(musan_path, rir_path, max_frames, sixth_augmentation) if augment else None
 
     def _clean_crop(self, index: int) -> np.ndarray:

@@ -29,6 +29,17 @@ def read_train_list(train_list: str) -> Tuple[List[str], List[str], List[int]]:
     return labels, paths, line_numbers
 
 
+def check_listed_files(train_list: str, paths: Sequence[str], line_numbers: Sequence[int], train_path: str) -> None:
+    """Raise an InputError naming the first few listed files that do not exist, with their list lines."""
+    missing = missing_files(paths)
+    if missing:
+        shown = "; ".join(f"line {line_numbers[i]}: {paths[i]}" for i in missing[:5])
+        raise InputError(
+            f"{train_list}: {len(missing)} of {len(paths)} listed files do not exist "
+            f"(train_path {train_path!r}); first: {shown}"
+        )
+
+
 def missing_files(paths: Sequence[str]) -> List[int]:
     """Indices of ``paths`` that are not in their folder, listing each folder once (fast on network disks)."""
     listings: Dict[str, frozenset] = {}
