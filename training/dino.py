@@ -1,0 +1,503 @@
+"""DINO self-supervised training of an ECAPA-TDNN: the initial embeddings of the loop (docs/method.md §1 step 1).
+
+A student (ECAPA-TDNN + DINO head) learns to give each view of an utterance the prototype
+distribution that a teacher gives the utterance's two global views; the teacher is an exponential
+moving average (EMA) of the student and is never trained directly (Caron et al., ICCV 2021; for
+speakers, Lepage and Dehak's sslsv). One step, for a batch of B utterances cut into 2 global and
+``local_crops`` local views each (dataio/multicrop.py):
+
+1. the learning rate of the step (linear warm-up, then cosine decay to ``min_lr``), the teacher
+   momentum (cosine from ``teacher_momentum`` to 1) and the epoch's teacher temperature are set;
+2. student logits for every view, teacher logits (no gradient) for the global views; the loss of
+   loss/dino.py;
+3. backward; the global gradient norm is clipped to ``clip_grad``; in the first ``freeze_last_layer``
+   epochs the prototypes then get no step (their gradient is dropped, as sslsv and DINO do after
+   clipping), which keeps the randomly placed prototypes from chasing a still-random teacher; SGD step;
+4. teacher <- m·teacher + (1-m)·student, parameter by parameter; the batch-norm running statistics
+   of both are averaged over the processes; the loss centre moves towards the batch mean of the
+   teacher's logits over all processes. Everything stays identical on every process.
+
+Checkpoints (``save_path/model``, as the speaker network's): ``model%09d.model`` holds the flat
+state dict of :class:`DINOModel` (``student.*``, ``teacher.*``, ``loss.center``) and
+``state%09d.pt`` the SGD state, the step count and every process's random states; a run resumes
+from the newest one (training/loop.py's rules). Embeddings come from the teacher's backbone, DINO's
+convention (the teacher is the better model: it is an ensemble of the student's recent weights).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dataio.datasets import worker_init_fn
+from dataio.multicrop import GLOBAL_CROPS, MultiCropDataset
+from loss.dino import DINOLoss, TeacherStatistics
+from models.dino import DINOHead, MultiCropNetwork
+from models.ecapa_tdnn import ECAPATDNN
+from training.loop import METRICS_FILE, find_start, restore_rng, save_checkpoint
+from training.speaker_net import bf16_autocast_supported
+from utils import checkpoints
+from utils.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_distributed, is_main_process
+from utils.errors import InputError, TrainingDiverged
+from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, save_resolved_config, str2bool
+from utils.progress import progress_bar
+from utils.records import EpochLog
+
+logger = logging.getLogger("trainDINO")
+
+LR_REFERENCE_BATCH = 128
+"""Utterances per step, all processes together, that ``--lr`` is given for: sslsv's batch_size of 128,
+which sslsv divides among its processes. Here ``batch_size`` is per process (as in trainSpeakerNet.py)
+and the rate used is ``lr * batch_size * processes / 128``: sslsv's rate for sslsv's batch, and the
+linear scaling rule (Goyal et al.; Caron et al.'s DINO scales from 256) for other batches."""
+SGD_MOMENTUM = 0.9
+
+ONE_PROTOTYPE_ENTROPY = 0.1
+"""Collapse to one prototype, in nats: the batch-mean of the teacher's distributions has less entropy
+than this, i.e. the whole batch uses fewer than e^0.1 ≈ 1.1 prototypes. A healthy teacher is sharp
+(near one-hot rows, low per-sample entropy) but spread over many prototypes; only the batch-mean
+entropy tells this collapse apart. Centring is what prevents it."""
+UNIFORM_FRACTION = 0.99
+"""Collapse to the uniform distribution: the teacher's mean per-sample entropy is above this fraction
+of log K, so it prefers no prototype for any input. A freshly initialised head is clearly below it
+(its cosine logits divided by the 0.04 temperature already single out a few prototypes per input);
+sharpening is what prevents it, and a too high ``teacher_temp`` is its usual cause."""
+
+DINO_GROUP = "DINO"
+
+
+def _shared(name: str, **changes: Any) -> Option:
+    """An option of trainSpeakerNet.py with the same name and meaning, its default or help adapted to DINO."""
+    return dataclasses.replace(OPTIONS_BY_NAME[name], **changes)
+
+
+DINO_OPTIONS: List[Option] = [
+    # data loader
+    _shared("batch_size", default=128, help="utterances per step per process (each gives 2 global and local_crops "
+            "local views)"),
+    _shared("nDataLoaderThread"),
+    _shared("augment", help="MUSAN / RIR augmentation of every crop, drawn for each crop on its own"),
+    _shared("sixth_augmentation"),
+    _shared("seed"),
+    Option("global_frames", int, 400, "global crops in 10 ms frames (400: 4 s)", DATA),
+    Option("local_frames", int, 200, "local crops in 10 ms frames (200: 2 s)", DATA),
+    Option("local_crops", int, 4, "local crops per utterance (the teacher sees only the 2 global ones)", DATA),
+    # training
+    _shared("max_epoch", default=80),
+    _shared("test_interval", help="save a checkpoint every this many epochs"),
+    _shared("mixedprec", help="bf16 autocast of the networks where the device supports it (the loss stays fp32)"),
+    _shared("distributed"),
+    _shared("device"),
+    _shared("tensorboard"),
+    # optimiser
+    _shared("lr", default=0.2, help=f"peak learning rate of SGD (momentum {SGD_MOMENTUM}) for {LR_REFERENCE_BATCH} "
+            f"utterances per step; scaled by batch_size x processes / {LR_REFERENCE_BATCH}"),
+    Option("min_lr", float, 1e-5, "learning rate at the end of the cosine decay (not scaled with the batch)", OPTIM),
+    Option("warmup_epochs", int, 10, "epochs of linear learning-rate warm-up before the cosine decay", OPTIM),
+    _shared("weight_decay", default=5e-5, help="SGD weight decay of weight matrices and kernels (none on biases "
+            "and norms)"),
+    Option("clip_grad", float, 3.0, "clip the global gradient norm to this; 0 = no clipping", OPTIM),
+    # DINO
+    Option("n_prototypes", int, 65536, "prototypes K: the size of the DINO head's output", DINO_GROUP),
+    Option("head_hidden_dim", int, 2048, "width of the DINO head's two hidden layers", DINO_GROUP),
+    Option("head_bottleneck_dim", int, 256, "L2-normalised bottleneck of the DINO head", DINO_GROUP),
+    Option("head_batch_norm", str2bool, True, "batch norm after the head's hidden layers (sslsv: yes)", DINO_GROUP),
+    Option("student_temp", float, 0.1, "temperature of the student's softmax", DINO_GROUP),
+    Option("teacher_temp", float, 0.04, "temperature of the teacher's softmax (sharpening)", DINO_GROUP),
+    Option("teacher_temp_warmup", float, 0.04, "teacher temperature of epoch 1, moved linearly to teacher_temp",
+           DINO_GROUP),
+    Option("teacher_temp_warmup_epochs", int, 0, "epochs from teacher_temp_warmup to teacher_temp; 0 = none",
+           DINO_GROUP),
+    Option("teacher_momentum", float, 0.996, "EMA momentum of the teacher at step 0, raised to 1 by a cosine",
+           DINO_GROUP),
+    Option("center_momentum", float, 0.9, "momentum of the centre subtracted from the teacher's logits", DINO_GROUP),
+    Option("freeze_last_layer", int, 1, "epochs in which the prototypes (the head's last layer) get no step",
+           DINO_GROUP),
+    # model
+    Option("channels", int, 1024, "ECAPA-TDNN channels C (blocks of C, aggregation of 3C); a multiple of 8", MODEL),
+    _shared("nOut", default=512, help="embedding size of the ECAPA-TDNN (the DINO head's input)"),
+    _shared("n_mels", help="log mel bands of the ECAPA-TDNN's filterbank"),
+    # evaluation
+    _shared("eval", help="evaluate the teacher's backbone on --test_list and exit"),
+    _shared("generate_embeddings", help="embed every file of --train_list with the teacher's backbone into "
+            "--embeddings_path and exit"),
+    _shared("embeddings_path"),
+    _shared("eval_frames"),
+    _shared("num_eval"),
+    _shared("max_eval_samples"),
+    _shared("eval_batch_size"),
+    _shared("num_checkpoints"),
+    _shared("average_checkpoints"),
+    _shared("plots"),
+    _shared("dcf_p_target"),
+    _shared("dcf_c_miss"),
+    _shared("dcf_c_fa"),
+    # load and save
+    _shared("initial_model", help="start from this DINO checkpoint (student, teacher, centre) at epoch 1, when "
+            "save_path/model holds none"),
+    _shared("save_path", default="exps/dino"),
+    _shared("train_list", help="training list: LABEL RELATIVE_PATH per line (the labels are not read)"),
+    _shared("test_list"),
+    _shared("train_path"),
+    _shared("test_path"),
+    _shared("musan_path"),
+    _shared("rir_path"),
+]
+
+
+class DINOModel(nn.Module):
+    """Student and teacher (each an ECAPA-TDNN and a DINO head) and the loss with its centre.
+
+    ``kwargs`` is the option namespace. The teacher starts as a copy of the student and never
+    requires gradients. This module's state dict is what a checkpoint's model file holds.
+    """
+
+    def __init__(self, channels: int = 1024, nOut: int = 512, n_mels: int = 80, n_prototypes: int = 65536,
+                 head_hidden_dim: int = 2048, head_bottleneck_dim: int = 256, head_batch_norm: bool = True,
+                 student_temp: float = 0.1, center_momentum: float = 0.9, **kwargs: Any) -> None:
+        super().__init__()
+        self.student = MultiCropNetwork(ECAPATDNN(channels, nOut, n_mels),
+                                        DINOHead(nOut, head_hidden_dim, head_bottleneck_dim, n_prototypes,
+                                                 head_batch_norm))
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.loss = DINOLoss(n_prototypes, student_temp, center_momentum)
+
+    def reset_teacher(self) -> None:
+        """Make the teacher a copy of the student (weights and batch-norm statistics)."""
+        self.teacher.load_state_dict(self.student.state_dict())
+
+
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher <- momentum·teacher + (1-momentum)·student`` for every parameter (buffers are the teacher's own)."""
+    teacher_parameters = list(teacher.parameters())
+    torch._foreach_mul_(teacher_parameters, momentum)
+    torch._foreach_add_(teacher_parameters, [p.detach() for p in student.parameters()], alpha=1.0 - momentum)
+
+
+@torch.no_grad()
+def average_buffers_(*modules: nn.Module) -> None:
+    """Average the floating-point buffers (batch-norm running statistics) of ``modules`` over the processes.
+
+    Each process updates them from its own batches; the average (of batches of equal size) is the
+    same on every process, so student and teacher stay identical everywhere, buffers included.
+    """
+    if not is_distributed():
+        return
+    buffers = [b for module in modules for b in module.buffers() if b.is_floating_point()]
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    for buffer, values in zip(buffers, flat.split([b.numel() for b in buffers])):
+        buffer.copy_(values.view_as(buffer))
+
+
+def cosine(progress: float, start: float, end: float) -> float:
+    """``start`` at progress 0 to ``end`` at progress 1 along half a cosine."""
+    return end + (start - end) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedules:
+    """Learning rate and teacher momentum per step, teacher temperature per epoch (1-based)."""
+
+    steps_per_epoch: int
+    max_epoch: int
+    lr: float
+    min_lr: float
+    warmup_epochs: int
+    teacher_momentum: float
+    teacher_temp: float
+    teacher_temp_warmup: float
+    teacher_temp_warmup_epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.max_epoch
+
+    def learning_rate(self, step: int) -> float:
+        """Linear from lr/warmup to lr over the warm-up steps, then cosine from lr to min_lr at the last step."""
+        warmup = min(self.warmup_epochs * self.steps_per_epoch, self.total_steps)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        decay = self.total_steps - warmup
+        return cosine((step - warmup) / decay if decay > 0 else 1.0, self.lr, self.min_lr)
+
+    def momentum(self, step: int) -> float:
+        return cosine(step / self.total_steps, self.teacher_momentum, 1.0)
+
+    def teacher_temperature(self, epoch: int) -> float:
+        warmup = self.teacher_temp_warmup_epochs
+        if epoch > warmup:
+            return self.teacher_temp
+        return self.teacher_temp_warmup + (self.teacher_temp - self.teacher_temp_warmup) * (epoch - 1) / max(
+            warmup - 1, 1)
+
+
+def collapse_kind(statistics: TeacherStatistics, n_prototypes: int) -> Optional[str]:
+    """'one prototype', 'uniform' or None for one step's teacher (see the two thresholds above)."""
+    if statistics.batch_entropy < ONE_PROTOTYPE_ENTROPY:
+        return "one prototype"
+    if statistics.entropy > UNIFORM_FRACTION * math.log(n_prototypes):
+        return "uniform"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DINOEpochStats:
+    """One epoch over every process: means per step, counts, and the schedules' values at its last step."""
+
+    loss: float
+    teacher_entropy: float
+    teacher_batch_entropy: float
+    kl: float
+    steps: int
+    utterances: int
+    seconds: float
+    collapsed_steps: Dict[str, int]
+    lr: float
+    teacher_momentum: float
+    teacher_temp: float
+
+    @property
+    def utterances_per_s(self) -> float:
+        return self.utterances / max(self.seconds, 1e-9)
+
+
+def parameter_groups(network: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """Weight decay on weight matrices and kernels only, not on biases and norms (as sslsv and DINO)."""
+    decayed = [p for p in network.parameters() if p.requires_grad and p.dim() > 1]
+    plain = [p for p in network.parameters() if p.requires_grad and p.dim() <= 1]
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+class DINOTrainer:
+    """SGD over the student, the schedules, and the epoch loop; ``student`` may be the DDP-wrapped ``model.student``."""
+
+    def __init__(self, model: DINOModel, student: nn.Module, schedules: Schedules, weight_decay: float = 5e-5,
+                 clip_grad: float = 3.0, freeze_last_layer: int = 1, mixedprec: bool = False,
+                 n_prototypes: int = 65536, **kwargs: Any) -> None:
+        self.model = model
+        self.student = student
+        self.schedules = schedules
+        self.clip_grad = clip_grad
+        self.freeze_last_layer = freeze_last_layer
+        self.mixedprec = mixedprec
+        self.n_prototypes = n_prototypes
+        self.optimizer = torch.optim.SGD(parameter_groups(model.student, weight_decay), lr=schedules.lr,
+                                         momentum=SGD_MOMENTUM)
+        self.step = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def _autocast(self) -> torch.autocast:
+        device = self.device
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=self.mixedprec and bf16_autocast_supported(device))
+
+    def train_step(self, global_views: Tensor, local_views: Tensor, epoch: int) -> Tuple[float, TeacherStatistics]:
+        """One step on ``global_views`` (B, 2, Sg) and ``local_views`` (B, L, Sl); returns (loss, teacher figures)."""
+        device = self.device
+        views = GLOBAL_CROPS + local_views.shape[1]
+        # Crop-major rows (view v of utterance b at v*B + b), so that chunk() splits the logits by view.
+        global_rows = global_views.transpose(0, 1).reshape(-1, global_views.shape[2]).to(device, non_blocking=True)
+        local_rows = local_views.transpose(0, 1).reshape(-1, local_views.shape[2]).to(device, non_blocking=True)
+        learning_rate = self.schedules.learning_rate(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        with self._autocast():
+            student_logits = self.student(global_rows, local_rows).float()
+            with torch.no_grad():
+                teacher_logits = self.model.teacher(global_rows).float()
+        loss, statistics = self.model.loss(student_logits.chunk(views), teacher_logits.chunk(GLOBAL_CROPS),
+                                           self.schedules.teacher_temperature(epoch))
+        if not math.isfinite(loss.item()):
+            raise TrainingDiverged(f"epoch {epoch}, step {self.step}: the DINO loss is {loss.item()}; no checkpoint "
+                                   "is written from this state (lower --lr, or keep --clip_grad on)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad > 0:
+            nn.utils.clip_grad_norm_(self.model.student.parameters(), self.clip_grad)
+        if epoch <= self.freeze_last_layer:
+            for parameter in self.model.student.head.last_layer.parameters():
+                parameter.grad = None  # SGD skips a parameter without gradient: no momentum, no decay
+        self.optimizer.step()
+        ema_update_(self.model.teacher, self.model.student, self.schedules.momentum(self.step))
+        average_buffers_(self.model.student, self.model.teacher)
+        self.model.loss.update_center(teacher_logits)
+        self.step += 1
+        return loss.item(), statistics
+
+    def train_epoch(self, loader: DataLoader, epoch: int, verbose: bool) -> DINOEpochStats:
+        """Train one epoch; return its figures over every process's steps."""
+        self.model.train()  # the teacher too: batch statistics in its batch norms, as in sslsv
+        sums = {"loss": 0.0, "entropy": 0.0, "batch_entropy": 0.0, "kl": 0.0}
+        collapsed = {"one prototype": 0, "uniform": 0}
+        steps = utterances = 0
+        world_size = get_world_size()
+        started = tick = time.perf_counter()
+        progress = progress_bar(total=len(loader), desc=f"Epoch {epoch}", unit="step", disable=not verbose)
+        learning_rate = momentum = 0.0
+        for global_views, local_views in loader:
+            learning_rate = self.schedules.learning_rate(self.step)
+            momentum = self.schedules.momentum(self.step)
+            loss, statistics = self.train_step(global_views, local_views, epoch)
+            for key, value in (("loss", loss), ("entropy", statistics.entropy),
+                               ("batch_entropy", statistics.batch_entropy), ("kl", statistics.kl)):
+                sums[key] += value
+            kind = collapse_kind(statistics, self.n_prototypes)
+            if kind is not None:
+                collapsed[kind] += 1
+            steps += 1
+            utterances += global_views.shape[0]
+            now = time.perf_counter()
+            progress.set_postfix(loss=f"{sums['loss'] / steps:.4f}", H=f"{statistics.entropy:.2f}",
+                                 utt_s=f"{global_views.shape[0] * world_size / (now - tick):.1f}")
+            progress.update()
+            tick = now
+        progress.close()
+        seconds = time.perf_counter() - started
+        gathered = all_gather_objects((sums, collapsed, steps, utterances))
+        steps = sum(g[2] for g in gathered)
+        if steps == 0:
+            raise RuntimeError(f"epoch {epoch}: the data loader gave no batch")
+        total = {key: sum(g[0][key] for g in gathered) / steps for key in sums}
+        return DINOEpochStats(loss=total["loss"], teacher_entropy=total["entropy"],
+                              teacher_batch_entropy=total["batch_entropy"], kl=total["kl"], steps=steps,
+                              utterances=sum(g[3] for g in gathered), seconds=seconds,
+                              collapsed_steps={kind: sum(g[1][kind] for g in gathered) for kind in collapsed},
+                              lr=learning_rate, teacher_momentum=momentum,
+                              teacher_temp=self.schedules.teacher_temperature(epoch))
+
+
+def check_collapse(stats: DINOEpochStats, epoch: int, n_prototypes: int) -> None:
+    """Raise TrainingDiverged when the teacher was collapsed at every step of the epoch, on every process."""
+    if stats.collapsed_steps["one prototype"] == stats.steps:
+        raise TrainingDiverged(
+            f"epoch {epoch}: the teacher collapsed to one prototype at all {stats.steps} steps: entropy of its "
+            f"batch-mean distribution {stats.teacher_batch_entropy:.4f} nats (collapse below "
+            f"{ONE_PROTOTYPE_ENTROPY}), per-sample entropy {stats.teacher_entropy:.4f}, student-teacher KL "
+            f"{stats.kl:.4f}; centring did not hold it (lower --center_momentum so that the centre follows faster, "
+            "or lower --lr)")
+    if stats.collapsed_steps["uniform"] == stats.steps:
+        raise TrainingDiverged(
+            f"epoch {epoch}: the teacher collapsed to the uniform distribution at all {stats.steps} steps: "
+            f"per-sample entropy {stats.teacher_entropy:.4f} nats of at most log K = {math.log(n_prototypes):.4f} "
+            f"(collapse above {UNIFORM_FRACTION:g} log K), student-teacher KL {stats.kl:.4f}; the teacher is not "
+            f"sharp enough (lower --teacher_temp, now {stats.teacher_temp:g})")
+
+
+def build_multicrop_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLoader, DistributedSampler]:
+    """The multi-crop dataset (validated), each process's shuffled share of it, and a DataLoader of batch_size items.
+
+    The sampler shuffles with ``seed + epoch`` (``set_epoch``) and drops the files that do not fill
+    a batch on every process. Workers are started afresh each epoch, seeded from the main process's
+    torch generator, which a resume restores (as training/loop.py's loader).
+    """
+    dataset = MultiCropDataset(**vars(args))
+    sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.nDataLoaderThread,
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True)
+    return loader, sampler
+
+
+def schedules_of(args: argparse.Namespace, steps_per_epoch: int) -> Schedules:
+    scale = args.batch_size * get_world_size() / LR_REFERENCE_BATCH
+    return Schedules(steps_per_epoch=steps_per_epoch, max_epoch=args.max_epoch, lr=args.lr * scale,
+                     min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
+                     teacher_momentum=args.teacher_momentum, teacher_temp=args.teacher_temp,
+                     teacher_temp_warmup=args.teacher_temp_warmup,
+                     teacher_temp_warmup_epochs=args.teacher_temp_warmup_epochs)
+
+
+def load_teacher_backbone(args: argparse.Namespace, weights: str) -> nn.Module:
+    """The teacher's ECAPA-TDNN from a DINO checkpoint (model built from ``args``; every tensor must fit)."""
+    model = DINOModel(**vars(args))
+    checkpoints.load_weights(model, weights)
+    return model.teacher.backbone
+
+
+def train(args: argparse.Namespace, device: torch.device) -> DINOModel:
+    """Run the epochs the options ask for; return the trained model (on ``device``)."""
+    model_dir = os.path.join(args.save_path, "model")
+    result_dir = os.path.join(args.save_path, "result")
+    metrics = EpochLog(os.path.join(result_dir, METRICS_FILE),
+                       os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
+    if is_main_process():
+        for folder in (model_dir, result_dir):
+            os.makedirs(folder, exist_ok=True)
+        save_resolved_config(args, os.path.join(args.save_path, "config.yaml"), DINO_OPTIONS)
+    barrier()
+
+    loader, sampler = build_multicrop_loader(args, device)
+    if len(loader) == 0:
+        raise InputError(f"{args.train_list}: {len(sampler)} files per process, fewer than one batch of "
+                         f"{args.batch_size}; lower --batch_size")
+    start_epoch, weights, state_file = find_start(model_dir, args.initial_model)
+    model = DINOModel(**vars(args))
+    if weights is not None:
+        checkpoints.load_weights(model, weights)
+        logger.info("Loaded weights from %s", weights)
+    model.to(device)
+    student: nn.Module = model.student
+    if args.distributed:
+        # Construction broadcasts rank 0's student (each rank initialised its own from its seed). The
+        # batch-norm statistics are averaged after every step (average_buffers_), not taken from rank 0.
+        student = nn.parallel.DistributedDataParallel(model.student, broadcast_buffers=False,
+                                                      device_ids=[device.index] if device.type == "cuda" else None)
+    if weights is None:
+        model.reset_teacher()
+    trainer = DINOTrainer(model, student, schedules_of(args, len(loader)), **vars(args))
+    if state_file is not None:
+        state = checkpoints.read_resume_state(state_file)
+        trainer.load_state_dict(state)
+        restore_rng(state, state_file)
+        logger.info("Restored the optimizer and step %d from %s", trainer.step, state_file)
+    else:
+        trainer.step = (start_epoch - 1) * len(loader)
+    logger.info("%d parameters in the student (%d in its ECAPA-TDNN); training epochs %d..%d on %s x %d, %d steps "
+                "per epoch", sum(p.numel() for p in model.student.parameters()),
+                sum(p.numel() for p in model.student.backbone.parameters()), start_epoch, args.max_epoch, device,
+                get_world_size(), len(loader))
+    if start_epoch > args.max_epoch:
+        logger.warning("Nothing to train: the run starts at epoch %d (after the newest checkpoint in %s) and "
+                       "max_epoch is %d", start_epoch, model_dir, args.max_epoch)
+
+    for epoch in range(start_epoch, args.max_epoch + 1):
+        sampler.set_epoch(epoch)
+        stats = trainer.train_epoch(loader, epoch, verbose=is_main_process())
+        check_collapse(stats, epoch, args.n_prototypes)
+        if is_main_process():
+            logger.info("Epoch %d: loss %.4f, teacher entropy %.3f (batch mean %.3f) nats, KL %.4f, LR %.5f, "
+                        "momentum %.5f, %.1f utterances/s", epoch, stats.loss, stats.teacher_entropy,
+                        stats.teacher_batch_entropy, stats.kl, stats.lr, stats.teacher_momentum,
+                        stats.utterances_per_s)
+            metrics.log({"epoch": epoch, "loss": stats.loss, "lr": stats.lr, "teacher_momentum": stats.teacher_momentum,
+                         "teacher_temp": stats.teacher_temp, "teacher_entropy": stats.teacher_entropy,
+                         "teacher_batch_entropy": stats.teacher_batch_entropy, "kl": stats.kl, "steps": stats.steps,
+                         "seconds": round(stats.seconds, 3), "utterances_per_s": round(stats.utterances_per_s, 2)})
+        if epoch % args.test_interval == 0:
+            save_checkpoint(model, trainer, model_dir, epoch)
+    metrics.close()
+    return model
