@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -23,7 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint
-from training.speaker_net import REG_EPSILON, SpeakerNet
+from training.speaker_net import REG_EPSILON, SpeakerNet, bf16_autocast_supported
 from training.trainer import ModelTrainer
 from utils import options
 
@@ -31,28 +32,68 @@ HEADS = {"tiny": ("32", "4", "16"), "base_plus": ("256", "64", "128")}  # nOut, 
 
 
 def original_like_step(net: SpeakerNet, trainer: ModelTrainer, reference_cpu: Dict[str, torch.Tensor],
-                       augmented: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
-    """The original's step: autograd clean view every epoch, references copied to the device each step."""
+                       augmented: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The original's step: autograd clean view every epoch, references copied to the device each step.
+
+    Under ``net.mixedprec`` the forwards run under the same bf16 autocast as ours, so that both flows
+    compute in the same precision. Returns the step's (detached) loss.
+    """
     trainer.optimizer.zero_grad(set_to_none=True)
-    embeddings = net.__S__(augmented)
-    clean_embeddings = net.__S__(clean)
-    loss, _, _ = net.__L__(embeddings, clean_embeddings, labels, epoch)
+    device = augmented.device
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                        enabled=net.mixedprec and bf16_autocast_supported(device)):
+        embeddings = net.__S__(augmented)
+        clean_embeddings = net.__S__(clean)
+    loss, _, _ = net.__L__(embeddings.float(), clean_embeddings.float(), labels, epoch)
     parameters = dict(net.__S__.model.named_parameters())
-    distance = sum(torch.linalg.vector_norm(parameters[name] - value.to(augmented.device, copy=True))
+    distance = sum(torch.linalg.vector_norm(parameters[name] - value.to(device, copy=True))
                    for name, value in reference_cpu.items())
     total = loss / loss.detach() + net.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)
     total.backward()
     trainer.optimizer.step()
+    return loss.detach()
 
 
 def our_step(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, clean: torch.Tensor,
-             labels: torch.Tensor, epoch: int) -> None:
+             labels: torch.Tensor, epoch: int) -> torch.Tensor:
+    """This project's step (``SpeakerNet.forward``); returns the step's (detached) loss."""
     trainer.optimizer.zero_grad(set_to_none=True)
-    net(augmented, clean, labels, epoch)[0].backward()
+    total, loss, _, _ = net(augmented, clean, labels, epoch)
+    total.backward()
     trainer.optimizer.step()
+    return loss
 
 
-def timed(step: Callable[[], None], device: torch.device) -> float:
+def make_flows(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, clean: torch.Tensor,
+               labels: torch.Tensor) -> Dict[str, Callable[[int], torch.Tensor]]:
+    """Both steps on one batch, as functions of the epoch that return the loss: ``{'ours', 'original'}``."""
+    names = {name for name, _ in net.__S__.model.named_parameters()}
+    reference_cpu = {k: v.cpu() for k, v in net.__S__.reference_state.items() if k in names}
+    frozen = [p for p in net.__S__.model.parameters() if not p.requires_grad]
+
+    def original_step(epoch: int) -> torch.Tensor:
+        for parameter in frozen:  # the original computes (and discards) their gradients
+            parameter.requires_grad_(True)
+        try:
+            return original_like_step(net, trainer, reference_cpu, augmented, clean, labels, epoch)
+        finally:  # also after running out of memory: a caller may retry with a smaller batch
+            for parameter in frozen:
+                parameter.requires_grad_(False)
+
+    return {"ours": lambda epoch: our_step(net, trainer, augmented, clean, labels, epoch),
+            "original": original_step}
+
+
+def random_batch(batch: int, seconds: float, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(augmented, clean, labels 0..batch-1): noise crops of ``seconds``, drawn on ``device`` from seed 1."""
+    generator = torch.Generator(device=device).manual_seed(1)
+    samples = int(seconds * 16000)
+    clean = torch.randn(batch, samples, generator=generator, device=device) * 0.1
+    augmented = clean + torch.randn(batch, samples, generator=generator, device=device) * 0.01
+    return augmented, clean, torch.arange(batch, device=device)
+
+
+def timed(step: Callable[[], object], device: torch.device) -> float:
     """Seconds one call of ``step`` takes (the device synchronised on both sides)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -67,6 +108,20 @@ def median(values: List[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+def time_flows(flows: Dict[str, Callable[[], object]], steps: int, warmup: int,
+               device: torch.device) -> Dict[str, List[float]]:
+    """Seconds of each timed call per flow: ``warmup`` untimed calls of every flow, then ``steps`` timed
+    rounds in alternating order, so that load bursts hit both flows alike."""
+    for _ in range(warmup):
+        for step in flows.values():
+            step()
+    times: Dict[str, List[float]] = {name: [] for name in flows}
+    for round_index in range(steps):
+        for name in sorted(flows, reverse=bool(round_index % 2)):
+            times[name].append(timed(flows[name], device))
+    return times
 
 
 def build(shape: str, layers: int, folder: str, device: torch.device) -> Tuple[SpeakerNet, ModelTrainer]:
@@ -85,32 +140,10 @@ def build(shape: str, layers: int, folder: str, device: torch.device) -> Tuple[S
 def bench(shape: str, args: argparse.Namespace, device: torch.device, folder: str) -> None:
     """Print utterances per second of both steps, and their ratio, before and with label correction."""
     net, trainer = build(shape, args.layers, folder, device)
-    generator = torch.Generator().manual_seed(1)
-    samples = int(args.seconds * 16000)
-    clean = (torch.randn(args.batch, samples, generator=generator) * 0.1).to(device)
-    augmented = clean + (torch.randn(args.batch, samples, generator=generator) * 0.01).to(device)
-    labels = torch.arange(args.batch, device=device)
-    names = {name for name, _ in net.__S__.model.named_parameters()}
-    reference_cpu = {k: v.cpu() for k, v in net.__S__.reference_state.items() if k in names}
-    frozen = [p for p in net.__S__.model.parameters() if not p.requires_grad]
-
-    def original_step(epoch: int) -> None:
-        for parameter in frozen:  # the original computes (and discards) their gradients
-            parameter.requires_grad_(True)
-        original_like_step(net, trainer, reference_cpu, augmented, clean, labels, epoch)
-        for parameter in frozen:
-            parameter.requires_grad_(False)
-
+    flows = make_flows(net, trainer, *random_batch(args.batch, args.seconds, device))
     for epoch in (1, net.__L__.lc_start_epoch):
-        flows = {"ours": lambda: our_step(net, trainer, augmented, clean, labels, epoch),
-                 "original": lambda: original_step(epoch)}
-        for _ in range(args.warmup):
-            for step in flows.values():
-                step()
-        times: Dict[str, List[float]] = {name: [] for name in flows}
-        for round_index in range(args.steps):  # alternate, so load bursts hit both flows alike
-            for name in sorted(flows, reverse=bool(round_index % 2)):
-                times[name].append(timed(flows[name], device))
+        times = time_flows({name: functools.partial(step, epoch) for name, step in flows.items()}, args.steps,
+                           args.warmup, device)
         ours, original_rate = (args.batch / median(times[name]) for name in ("ours", "original"))
         phase = "before LC" if epoch < net.__L__.lc_start_epoch else "with LC"
         print(f"{shape:9s} epoch {epoch:2d} ({phase:9s})  ours {ours:8.2f} utt/s  original-like "
