@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS, summary_path
 from training.loop import METRICS_FILE
 from utils import checkpoints
-from utils.atomic import atomic_write_text
+from utils.atomic import atomic_write_text, check_writable
 from utils.errors import InputError
 from utils.options import OPTIONS_BY_NAME, parse_options
 from utils.records import read_json, read_records
@@ -335,7 +335,7 @@ def report(plan: Plan, initial_description: str, trial_list: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Defaults in brackets are [VoxCeleb recipe | --demo].")
+        epilog="Defaults in brackets are [VoxCeleb recipe | --demo].", allow_abbrev=False)
     parser.add_argument("--demo", action="store_true",
                         help="run the embedded demo: FSDD speech (6 speakers) with generated backgrounds, generated "
                              "noise and RIRs for augmentation, a tiny WavLM stand-in (random transformer, "
@@ -471,6 +471,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         plan, prelude, initial_description = build(args)
         trial_list = check_inputs(plan, args.demo)
+        if not args.dry_run:
+            check_writable(plan.base / "rounds.md", "run folder (--base_path)")
         runner = StepRunner(plan.base, child_environment(args.threads), args.dry_run)
         steps = prelude + plan.steps()
         print(f"run_rounds: {len(steps)} steps in {plan.base} ({plan.rounds} round(s) + LMFT); "

@@ -33,13 +33,13 @@ import torch
 from dataio.datasets import CropSpec
 from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
 from dataio.lists import read_train_list
-from dataio.trials import check_trial_files, read_trial_list
+from dataio.trials import check_trial_files, check_trial_labels, read_trial_list
 from scoring import plots
 from scoring.embedding import embed_files
 from scoring.scoring import SECOND_P_TARGET, measure, score_trials, write_scores
 from training.speaker_net import SpeakerNet
 from utils import checkpoints
-from utils.atomic import atomic_append_line, atomic_torch_save
+from utils.atomic import atomic_append_line, atomic_torch_save, check_writable
 from utils.checkpoints import average_state_dicts, newest_checkpoint_paths
 from utils.cli import run_cli
 from utils.device import resolve_device
@@ -112,11 +112,12 @@ def score_norm_description(args: argparse.Namespace) -> str:
 
 def run_eval(args: argparse.Namespace, device: torch.device) -> None:
     trials = read_trial_list(args.test_list)
+    check_trial_labels(trials)
     check_trial_files(trials, args.test_path)
+    result_dir = os.path.join(args.save_path, "result")
+    check_writable(os.path.join(result_dir, RESULTS_FILE), "evaluation results")
     cohort, mean = load_cohort(args)
     selected = checkpoints_to_evaluate(args)
-    result_dir = os.path.join(args.save_path, "result")
-    os.makedirs(result_dir, exist_ok=True)
     files = trials.files()
     paths = [os.path.join(args.test_path, name) for name in files]
     list_name = stem(args.test_list)
@@ -136,8 +137,8 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> None:
         scores = score_trials(trials, files, embeddings.crops, embeddings.whole, mean=mean, cohort=cohort,
                               top_k=args.asnorm_top_k)
         tag = f"{name}_{list_name}"
-        write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials)
         result = measure(scores, trials, name, args.dcf_p_target, args.dcf_c_miss, args.dcf_c_fa, norm)
+        write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials)
         det_plot = None
         if trials.labels is not None and args.plots:
             title = f"{name} on {list_name}"
@@ -174,6 +175,7 @@ def training_files(args: argparse.Namespace) -> Tuple[List[str], List[str]]:
 def run_generate_embeddings(args: argparse.Namespace, device: torch.device) -> None:
     if not args.embeddings_path:
         raise InputError("--generate_embeddings needs --embeddings_path (the output file)")
+    check_writable(args.embeddings_path, "--embeddings_path")
     paths, keys = training_files(args)
     weights = args.initial_model
     if not weights:

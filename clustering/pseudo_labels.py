@@ -19,10 +19,10 @@ from clustering.ahc import DEFAULT_BLOCK_BYTES, check_ward_memory, ward_ahc
 from clustering.kmeans import INIT_METHODS, kmeans
 from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
 from dataio.embedding_store import load_embeddings
-from utils.atomic import atomic_open
+from utils.atomic import atomic_open, check_writable
 from utils.device import resolve_device
 from utils.errors import InputError
-from utils.options import Option, str2bool
+from utils.options import Option, integer, str2bool
 from utils.records import write_json
 
 logger = logging.getLogger("pseudo_labeling")
@@ -32,18 +32,18 @@ PSEUDO_LABELING_OPTIONS: List[Option] = [
     Option("embeddings_file", str, None, "embeddings file (.pt): torch.save of {key: (1, D) tensor}", PL,
            positional=True),
     Option("output_file", str, None, "pseudo-label list to write: 'LABEL KEY' per line", PL, positional=True),
-    Option("n_clusters", int, 50000, "k-means clusters", PL),
-    Option("n_clusters_ahc", int, 7500, "Ward AHC groups of the k-means centroids; 0 skips AHC", PL),
-    Option("seed", int, 0, "seed of the k-means initialisation (the original: random_state=0)", PL),
+    Option("n_clusters", integer, 50000, "k-means clusters", PL),
+    Option("n_clusters_ahc", integer, 7500, "Ward AHC groups of the k-means centroids; 0 skips AHC", PL),
+    Option("seed", integer, 0, "seed of the k-means initialisation (the original: random_state=0)", PL),
     Option("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", PL),
-    Option("max_iter", int, 300, "k-means iterations at most (cuML's default)", PL),
+    Option("max_iter", integer, 300, "k-means iterations at most (cuML's default)", PL),
     Option("tol", float, 1e-4, "stop k-means when inertia changes by <= tol relatively (cuML's default)", PL),
-    Option("n_init", int, 1, "k-means runs from different seeds; the lowest inertia wins", PL),
+    Option("n_init", integer, 1, "k-means runs from different seeds; the lowest inertia wins", PL),
     Option("init", str, "auto", "k-means initialisation: auto = k-means|| on GPU (as cuML), "
            "k-means++-subsample on CPU (k-means|| costs ~10 full passes there); see clustering/kmeans.py",
            PL, choices=("auto",) + INIT_METHODS),
     Option("normalize", str2bool, False, "L2-normalise embeddings before k-means (the original does not)", PL),
-    Option("chunk_size", int, 0, "points per k-means distance block; 0 = blocks of 2**26 distances", PL),
+    Option("chunk_size", integer, 0, "points per k-means distance block; 0 = blocks of 2**26 distances", PL),
     Option("max_memory_gb", float, 24.0, "refuse Ward AHC when its memory estimate is above this", PL),
     Option("ahc_size_weighted", str2bool, False,
            "weight each centroid by its k-means cluster size in Ward AHC (the original does not)", PL),
@@ -69,6 +69,7 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     """
     if init not in ("auto",) + INIT_METHODS:
         raise InputError(f"--init {init!r}: expected one of {['auto', *INIT_METHODS]}")
+    check_writable(output_file, "pseudo-label list")
     timings: Dict[str, float] = {}
     started = time.perf_counter()
     keys, embeddings = load_embeddings(embeddings_file)

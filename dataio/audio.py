@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Dict, Set
+from typing import Dict, Optional, Set
 
 import numpy as np
 import soundfile
@@ -62,6 +62,8 @@ def read_audio(path: str) -> np.ndarray:
         raise AudioReadError(f"cannot read audio file {path}: {err}") from err
     if audio.shape[0] == 0:
         raise AudioReadError(f"audio file {path} holds no samples")
+    if not np.isfinite(audio).all():
+        raise AudioReadError(f"audio file {path} holds NaN or inf samples")
     if audio.shape[1] > 1:
         _warn_once("channels", f"{path} has {audio.shape[1]} channels; averaging multi-channel files to mono")
         audio = audio.mean(axis=1, dtype=np.float32)
@@ -72,6 +74,20 @@ def read_audio(path: str) -> np.ndarray:
         with torch.no_grad():
             audio = _resampler(rate)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
     return np.ascontiguousarray(audio)
+
+
+MIN_WHOLE_FILE_SAMPLES = 400
+"""25 ms: WavLM's receptive field (one frame) and one filterbank window. A whole file shorter than
+this is wrap-padded to it, as training crops are wrap-padded to the crop length."""
+
+
+def pad_short_file(audio: np.ndarray, path: str) -> np.ndarray:
+    """``audio`` wrap-padded to :data:`MIN_WHOLE_FILE_SAMPLES` when shorter, with a warning naming ``path``."""
+    if audio.shape[0] >= MIN_WHOLE_FILE_SAMPLES:
+        return audio
+    _log.warning("%s holds %d samples (%.1f ms), fewer than %d: it is repeated to %d samples", path, audio.shape[0],
+                 1000.0 * audio.shape[0] / SAMPLE_RATE, MIN_WHOLE_FILE_SAMPLES, MIN_WHOLE_FILE_SAMPLES)
+    return np.pad(audio, (0, MIN_WHOLE_FILE_SAMPLES - audio.shape[0]), mode="wrap")
 
 
 def crop_audio(audio: np.ndarray, max_frames: int, evalmode: bool = True, num_eval: int = 5) -> np.ndarray:
@@ -111,3 +127,12 @@ def header_length(path: str, max_samples: int = 0) -> int:
         raise AudioReadError(f"cannot read the header of audio file {path}: {err}") from err
     length = -(-info.frames * SAMPLE_RATE // info.samplerate)
     return min(length, max_samples) if max_samples > 0 else length
+
+
+def header_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be read as audio, from its header alone, or None when it can."""
+    try:
+        info = soundfile.info(path)
+    except (RuntimeError, OSError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return "it holds no samples" if info.frames == 0 else None

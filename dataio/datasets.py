@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dataio.audio import AudioReadError, crop_audio, loadWAV, read_audio
+from dataio.audio import AudioReadError, crop_audio, loadWAV, pad_short_file, read_audio
 from dataio.augment import AugmentWAV, augment_batch
 from dataio.lists import check_listed_files, read_train_list
 
@@ -134,9 +134,9 @@ class CropSpec:
 class AudioFiles(Dataset):
     """Item i: ``(i, crops (num_eval, S) or None, whole file (S_i,))`` as float32 tensors.
 
-    With a :class:`CropSpec` (evaluation) the whole file is read as the original's evaluation reads
-    it (a file of at most 240 samples is wrap-padded to 241) and cut to ``max_samples`` when that is
-    positive; without one (embedding a training list) it is the file as read.
+    The whole file is the file as read, wrap-padded when shorter than the model's 400-sample minimum
+    (:func:`dataio.audio.pad_short_file`); with a :class:`CropSpec` (evaluation) it is cut to
+    ``max_samples`` when that is positive, as the original's evaluation cuts it.
     """
 
     def __init__(self, paths: Sequence[str], crops: Optional[CropSpec] = None, max_samples: int = 0) -> None:
@@ -149,13 +149,13 @@ class AudioFiles(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[int, Optional[Tensor], Tensor]:
         audio = read_audio(self.paths[index])
+        whole = torch.from_numpy(pad_short_file(audio, self.paths[index]))
         if self.crops is None:
-            return index, None, torch.from_numpy(audio)
+            return index, None, whole
         crops = crop_audio(audio, self.crops.eval_frames, evalmode=True, num_eval=self.crops.num_eval)
-        whole = crop_audio(audio, 0, evalmode=True)[0]
         if self.max_samples > 0:
             whole = whole[:self.max_samples]
-        return index, torch.from_numpy(crops).float(), torch.from_numpy(whole).float()
+        return index, torch.from_numpy(crops).float(), whole
 
 
 class test_dataset_loader(AudioFiles):

@@ -1,31 +1,49 @@
 """Training lists: ``LABEL RELPATH`` per line, as voxceleb_trainer and the pseudo-labeller write them."""
 from __future__ import annotations
 
+import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
+from dataio.audio import header_problem
 from utils.errors import InputError
+from utils.progress import progress_bar
+from utils.textfile import read_text_lines
+
+logger = logging.getLogger(__name__)
 
 
 def read_train_list(train_list: str) -> Tuple[List[str], List[str], List[int]]:
-    """Parse ``LABEL RELPATH`` lines: (labels, relative paths, 1-based line numbers). Blank lines are skipped."""
+    """Parse ``LABEL RELPATH`` lines: (labels, relative paths, 1-based line numbers). Blank lines are skipped.
+
+    A file listed more than once is kept as often as it is listed (the original trains it that often)
+    and logged as a warning with the count.
+    """
     labels: List[str] = []
     paths: List[str] = []
     line_numbers: List[int] = []
-    with open(train_list, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise InputError(
-                    f"{train_list}:{number}: expected two fields 'LABEL RELPATH', got {len(fields)}: {line.strip()!r}"
-                )
-            labels.append(fields[0])
-            paths.append(fields[1])
-            line_numbers.append(number)
+    first_line: Dict[str, int] = {}
+    repeats: List[Tuple[int, int]] = []
+    for number, line in enumerate(read_text_lines(train_list, "train list"), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise InputError(
+                f"{train_list}:{number}: expected two fields 'LABEL RELPATH', got {len(fields)}: {line.strip()!r}"
+            )
+        if fields[1] in first_line:
+            repeats.append((number, first_line[fields[1]]))
+        first_line.setdefault(fields[1], number)
+        labels.append(fields[0])
+        paths.append(fields[1])
+        line_numbers.append(number)
     if not labels:
         raise InputError(f"train list {train_list} has no entries; expected lines 'LABEL RELPATH'")
+    if repeats:
+        logger.warning("%s: %d lines list a file already listed (first: line %d repeats line %d); each line is "
+                       "used, so those files count more than once per epoch", train_list, len(repeats), *repeats[0])
     return labels, paths, line_numbers
 
 
@@ -38,6 +56,21 @@ def check_listed_files(train_list: str, paths: Sequence[str], line_numbers: Sequ
             f"{train_list}: {len(missing)} of {len(paths)} listed files do not exist "
             f"(train_path {train_path!r}); first: {shown}"
         )
+
+
+def check_listed_audio(train_list: str, paths: Sequence[str], line_numbers: Sequence[int],
+                       threads: int = 8) -> None:
+    """Read every listed file's header (``threads`` at a time, for network disks); raise an InputError
+    naming every unreadable file at once, instead of failing when the sampler first picks one."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        problems = list(progress_bar(pool.map(header_problem, paths), total=len(paths),
+                                     desc="Checking audio headers", unit="file"))
+    bad = [(line, path, problem) for line, path, problem in zip(line_numbers, paths, problems) if problem]
+    if bad:
+        shown = "\n".join(f"  line {line}: {path}: {problem}" for line, path, problem in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise InputError(f"{train_list}: {len(bad)} of {len(paths)} listed files cannot be read as audio "
+                         f"(--check_audio false skips this check):\n{shown}{more}")
 
 
 def missing_files(paths: Sequence[str]) -> List[int]:

@@ -1,7 +1,13 @@
-"""Verification trial lists: ``LABEL ENROLL TEST`` (scored and measured) or ``ENROLL TEST`` (scored only).
+"""Verification trial lists, read and checked *before* any model is built.
 
-A list is read and every file it names is checked *before* any model is built, so that a typo in
-line 30,000 of VoxCeleb1-H costs a second, not an hour of embedding.
+Three formats, told apart by the first trial:
+
+- ``LABEL ENROLL TEST`` with LABEL 1 (target) or 0 (non-target): voxceleb_trainer's, scored and measured;
+- ``ENROLL TEST target|nontarget``: Kaldi's ``trials`` file, scored and measured;
+- ``ENROLL TEST``: scored only.
+
+A typo in line 30,000 of VoxCeleb1-H, or a list with only one kind of trial, then costs a second,
+not an hour of embedding.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from utils.errors import InputError
+from utils.textfile import read_text_lines
 
 
 class TrialListError(InputError):
@@ -22,7 +29,8 @@ class TrialListError(InputError):
 class TrialList:
     """The trials of one list file, in file order.
 
-    ``labels`` is None for an ``ENROLL TEST`` list; ``line_numbers[i]`` is the 1-based line of trial i.
+    ``labels`` is None for an ``ENROLL TEST`` list; ``line_numbers[i]`` is the 1-based line of trial i;
+    ``format`` is "label", "kaldi" or "pairs" (see the module doc).
     """
 
     path: str
@@ -30,6 +38,7 @@ class TrialList:
     test: List[str]
     labels: Optional[np.ndarray]
     line_numbers: List[int]
+    format: str = "label"
 
     def __len__(self) -> int:
         return len(self.enroll)
@@ -51,40 +60,58 @@ class TrialList:
         return first
 
 
+KALDI_LABELS = {"target": 1, "nontarget": 0}
+
+
 def read_trial_list(path: str) -> TrialList:
-    """Parse a trial list; blank lines are skipped, every other line must have the first line's field count."""
-    if not os.path.isfile(path):
-        raise TrialListError(f"trial list {path!r} does not exist")
+    """Parse a trial list; blank lines are skipped, every trial must be in the first trial's format."""
     enroll: List[str] = []
     test: List[str] = []
     labels: List[int] = []
     line_numbers: List[int] = []
-    n_fields: Optional[int] = None
-    with open(path, "r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}:{number}"
-            if len(fields) not in (2, 3):
-                raise TrialListError(f"{where}: expected 'LABEL ENROLL TEST' or 'ENROLL TEST', "
-                                     f"got {len(fields)} fields: {line.strip()!r}")
-            if n_fields is None:
-                n_fields = len(fields)
-            elif len(fields) != n_fields:
-                raise TrialListError(f"{where}: {len(fields)} fields, but the list's first trial has {n_fields}; "
-                                     "a list is either all 'LABEL ENROLL TEST' or all 'ENROLL TEST'")
-            if n_fields == 3:
-                if fields[0] not in ("0", "1"):
-                    raise TrialListError(f"{where}: label must be 1 (target) or 0 (non-target), got {fields[0]!r}")
-                labels.append(int(fields[0]))
-            enroll.append(fields[-2])
-            test.append(fields[-1])
-            line_numbers.append(number)
-    if not enroll:
+    kind: Optional[str] = None
+    for number, line in enumerate(read_text_lines(path, "trial list"), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}:{number}"
+        if len(fields) not in (2, 3):
+            raise TrialListError(f"{where}: expected 'LABEL ENROLL TEST', 'ENROLL TEST target|nontarget' or "
+                                 f"'ENROLL TEST', got {len(fields)} fields: {line.strip()!r}")
+        line_kind = "pairs" if len(fields) == 2 else "kaldi" if fields[2] in KALDI_LABELS else "label"
+        if kind is None:
+            kind = line_kind
+        elif line_kind != kind and not (kind == "label" and len(fields) == 3):
+            raise TrialListError(f"{where}: {line.strip()!r} is not in the format of the list's first trial "
+                                 f"({FORMATS[kind]}); a list holds one format")
+        if kind == "label":
+            if fields[0] not in ("0", "1"):
+                raise TrialListError(f"{where}: label must be 1 (target) or 0 (non-target), got {fields[0]!r}")
+            labels.append(int(fields[0]))
+            enroll.append(fields[1])
+            test.append(fields[2])
+        else:
+            if kind == "kaldi":
+                labels.append(KALDI_LABELS[fields[2]])
+            enroll.append(fields[0])
+            test.append(fields[1])
+        line_numbers.append(number)
+    if kind is None:
         raise TrialListError(f"trial list {path!r} holds no trials")
-    label_array = np.asarray(labels, dtype=np.int64) if n_fields == 3 else None
-    return TrialList(path, enroll, test, label_array, line_numbers)
+    label_array = None if kind == "pairs" else np.asarray(labels, dtype=np.int64)
+    return TrialList(path, enroll, test, label_array, line_numbers, kind)
+
+
+FORMATS = {"label": "'LABEL ENROLL TEST'", "kaldi": "'ENROLL TEST target|nontarget'", "pairs": "'ENROLL TEST'"}
+
+
+def check_trial_labels(trials: TrialList) -> None:
+    """A labelled list must hold target and non-target trials: error rates need both."""
+    if trials.labels is not None and trials.labels.min() == trials.labels.max():
+        kind = "target" if trials.labels[0] == 1 else "non-target"
+        raise TrialListError(f"trial list {trials.path!r}: all {len(trials)} trials are {kind} trials; an EER "
+                             "needs both target and non-target trials (or give an unlabelled 'ENROLL TEST' list "
+                             "to score only)")
 
 
 def check_trial_files(trials: TrialList, root: str) -> None:

@@ -21,6 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from utils.errors import InputError
+from utils.textfile import read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +39,16 @@ def read_loss_file(path: str) -> Tuple[np.ndarray, List[str]]:
     """
     losses: List[float] = []
     paths: List[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.strip().split(maxsplit=1)
-            try:
-                if len(fields) != 2:
-                    raise ValueError
-                losses.append(float(fields[0]))
-            except ValueError:
-                message = f"{path}:{number}: expected '<loss> <path>', got {line.rstrip()!r}"
-                raise InputError(message) from None
-            paths.append(fields[1])
+    for number, line in enumerate(read_text_lines(path, "per-sample loss file"), start=1):
+        fields = line.strip().split(maxsplit=1)
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            losses.append(float(fields[0]))
+        except ValueError:
+            message = f"{path}:{number}: expected '<loss> <path>', got {line.rstrip()!r}"
+            raise InputError(message) from None
+        paths.append(fields[1])
     return np.asarray(losses, dtype=np.float64), paths
 
 

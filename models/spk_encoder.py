@@ -43,11 +43,11 @@ class SpeakerEncoder(nn.Module):
 
 
 def MainModel(pretrained_model_path: Optional[str] = None, nOut: int = 256, head_nb: int = 64,
-              compression_dim: int = 128, **kwargs: Any) -> SpeakerEncoder:
+              compression_dim: int = 128, trust_checkpoint: bool = False, **kwargs: Any) -> SpeakerEncoder:
     """Factory called with the whole options namespace; options it does not use are ignored."""
     if not pretrained_model_path:
         raise InputError("the speaker encoder needs --pretrained_model_path (a WavLM checkpoint, "
                          "e.g. WavLM-Base+.pt, or a Hugging Face WavLMModel folder)")
-    backbone, reference_state = load_pretrained_wavlm(pretrained_model_path)
+    backbone, reference_state = load_pretrained_wavlm(pretrained_model_path, trust_checkpoint)
     return SpeakerEncoder(backbone, reference_state, nOut=nOut, head_nb=head_nb,
                           compression_dim=compression_dim)

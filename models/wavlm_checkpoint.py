@@ -104,7 +104,7 @@ class CheckpointFormatError(InputError):
     """A checkpoint file or folder that cannot be read as a WavLM encoder."""
 
 
-def load_pretrained_wavlm(path: str) -> Tuple[WavLM, Dict[str, Tensor]]:
+def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
     """Build a WavLM from ``path`` and return it with a copy of the weights it loaded.
 
     ``path``: a Microsoft checkpoint (``{'cfg': dict, 'model': state_dict}``, e.g.
@@ -113,9 +113,10 @@ def load_pretrained_wavlm(path: str) -> Tuple[WavLM, Dict[str, Tensor]]:
     The returned dict maps Microsoft key names to float32 CPU copies of the loaded tensors.
     """
     if os.path.isdir(path) or os.path.basename(path) == "config.json":
-        cfg, weights = _read_huggingface(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+        folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+        cfg, weights = _read_huggingface(folder, trust_checkpoint)
     else:
-        cfg, weights = _read_microsoft(path)
+        cfg, weights = _read_microsoft(path, trust_checkpoint)
     return _build(cfg, weights, path)
 
 
@@ -141,10 +142,10 @@ def save_random_wavlm_checkpoint(path: str, seed: int = 0, **cfg_overrides: Any)
     return cfg
 
 
-def _read_microsoft(path: str) -> Tuple[WavLMConfig, Mapping[str, Any]]:
+def _read_microsoft(path: str, trust_checkpoint: bool) -> Tuple[WavLMConfig, Mapping[str, Any]]:
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"pre-trained WavLM checkpoint not found: {path}")
-    content = _torch_load(path)
+    content = _torch_load(path, trust_checkpoint)
     if not (isinstance(content, Mapping) and isinstance(content.get("cfg"), Mapping)
             and isinstance(content.get("model"), Mapping)):
         found = sorted(map(str, content))[:10] if isinstance(content, Mapping) else type(content).__name__
@@ -159,26 +160,34 @@ def _read_microsoft(path: str) -> Tuple[WavLMConfig, Mapping[str, Any]]:
     return cfg, content["model"]
 
 
-def _torch_load(path: str) -> Any:
-    """``torch.load`` with safe unpickling, falling back to full unpickling only when needed."""
+def _torch_load(path: str, trust_checkpoint: bool) -> Any:
+    """``torch.load`` with safe (weights-only) unpickling, or full unpickling when the user trusts the file.
+
+    Microsoft's ``WavLM-Base+.pt`` (a dict of a plain ``cfg`` dict and a state dict) and Hugging Face's
+    ``pytorch_model.bin`` (a state dict) load safely; a file that needs more could run code when
+    unpickled, so it is refused unless ``trust_checkpoint``.
+    """
     def not_a_checkpoint(error: BaseException) -> CheckpointFormatError:
         return CheckpointFormatError(
             f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}); expected "
             f"Microsoft's WavLM .pt file or a Hugging Face WavLMModel folder")
 
+    if trust_checkpoint:
+        logger.warning("%s: unpickled in full (--trust_checkpoint): only do this for files you trust", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error) or not zipfile.is_zipfile(path):
-            raise not_a_checkpoint(error) from None
+        if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
+            raise CheckpointFormatError(
+                f"{path}: holds objects other than tensors and plain containers, so safe loading refuses it "
+                "(unpickling it in full could run code). Microsoft's and Hugging Face's published WavLM files "
+                "load safely; if you trust this file, pass --trust_checkpoint true") from None
+        raise not_a_checkpoint(error) from None
     except Exception as error:  # torch.load raises many types on foreign files
         raise not_a_checkpoint(error) from None
-    logger.warning("%s holds objects outside plain tensors and containers; loading it with full "
-                   "unpickling (only do this for files you trust)", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def _read_huggingface(folder: str) -> Tuple[WavLMConfig, Dict[str, Any]]:
+def _read_huggingface(folder: str, trust_checkpoint: bool) -> Tuple[WavLMConfig, Dict[str, Any]]:
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointFormatError(f"{folder}: no config.json; expected a Hugging Face WavLMModel folder")
@@ -195,7 +204,7 @@ def _read_huggingface(folder: str) -> Tuple[WavLMConfig, Dict[str, Any]]:
         with open(preprocessor_path, encoding="utf-8") as handle:
             normalize = bool(json.load(handle).get("do_normalize", False))
     cfg = _cfg_from_huggingface({**_HF_DEFAULTS, **config}, normalize, config_path)
-    weights = _read_huggingface_weights(folder)
+    weights = _read_huggingface_weights(folder, trust_checkpoint)
     return cfg, _huggingface_to_microsoft_keys(weights, cfg)
 
 
@@ -235,14 +244,14 @@ def _cfg_from_huggingface(config: Mapping[str, Any], normalize: bool, source: st
         raise CheckpointFormatError(f"{source}: {error}") from None
 
 
-def _read_huggingface_weights(folder: str) -> Dict[str, Any]:
+def _read_huggingface_weights(folder: str, trust_checkpoint: bool) -> Dict[str, Any]:
     safetensors_path, bin_path = (os.path.join(folder, name) for name in _HF_WEIGHT_FILES)
     if os.path.isfile(safetensors_path):
         from safetensors.torch import load_file
 
         return load_file(safetensors_path, device="cpu")
     if os.path.isfile(bin_path):
-        return _torch_load(bin_path)
+        return _torch_load(bin_path, trust_checkpoint)
     raise CheckpointFormatError(f"{folder}: no weights; expected one of {list(_HF_WEIGHT_FILES)} "
                                 f"(sharded checkpoints are not supported)")
 

@@ -144,10 +144,12 @@ def embed_files(
                         whole[index] = row
                 except torch.OutOfMemoryError as err:
                     raise InputError(f"out of memory embedding {len(items)} files at once: lower the files "
-                                       f"per step (--eval_batch_size, now {batch_size})") from err
-                except (RuntimeError, ValueError) as err:
-                    names = ", ".join(os.fspath(paths[i]) for i in indices)
-                    raise InputError(f"embedding failed for a batch of {names}: {err}") from err
+                                     f"per step (--eval_batch_size, now {batch_size})") from err
+                for index in indices:
+                    rows = whole[index] if crops is None else torch.cat([whole[index][None], crop_out[index]])
+                    if not torch.isfinite(rows).all():
+                        raise InputError(f"{os.fspath(paths[index])}: its embedding holds NaN or inf values "
+                                         "(are the model's weights finite?)")
                 bar.update(len(items))
     finally:
         encoder.train(was_training)

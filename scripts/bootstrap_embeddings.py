@@ -22,9 +22,10 @@ from typing import List, Optional, Sequence
 import torch
 import torchaudio
 
-from dataio.audio import SAMPLE_RATE, read_audio
+from dataio.audio import SAMPLE_RATE, pad_short_file, read_audio
 from dataio.embedding_store import embedding_key, save_embeddings
 from dataio.lists import read_train_list
+from utils.atomic import check_writable
 from utils.cli import error_status
 from utils.errors import InputError
 from utils.progress import progress_bar
@@ -68,13 +69,13 @@ def mfcc_embeddings(paths: Sequence[str], n_mfcc: int = 20, n_mels: int = 40, va
                     progress: bool = True) -> torch.Tensor:
     """Standardised MFCC statistics of every file: (len(paths), 2·n_mfcc) float32."""
     statistics = MfccStatistics(n_mfcc, n_mels, vad_db)
-    rows = [statistics(torch.from_numpy(read_audio(path)))
+    rows = [statistics(torch.from_numpy(pad_short_file(read_audio(path), path)))
             for path in progress_bar(paths, desc="MFCC statistics", unit="file", disable=not progress)]
     return standardise(torch.stack(rows).float())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--train_list", required=True, help="LABEL RELPATH lines (the label is not read)")
     parser.add_argument("--train_path", required=True, help="folder the list's paths are relative to")
     parser.add_argument("--embeddings_path", required=True, help="output: torch.save of Dict[key, (1, D) tensor]")
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_bootstrap_embeddings(args: argparse.Namespace) -> None:
     """Embed every file of ``args.train_list`` and write the embeddings file."""
+    check_writable(args.embeddings_path, "--embeddings_path")
     _labels, relative_paths, _lines = read_train_list(args.train_list)
     paths = [os.path.join(args.train_path, p) for p in relative_paths]
     matrix = mfcc_embeddings(paths, args.n_mfcc, args.n_mels, args.vad_db)

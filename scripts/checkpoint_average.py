@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from utils.atomic import atomic_torch_save
+from utils.atomic import atomic_torch_save, check_writable
 from utils.checkpoints import average_state_dicts, newest_checkpoint_paths
 from utils.cli import run_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Average the weights of checkpoints into one checkpoint.")
+    parser = argparse.ArgumentParser(description="Average the weights of checkpoints into one checkpoint.",
+                                     allow_abbrev=False)
     parser.add_argument("output", help="file to write the averaged state dict to")
     parser.add_argument("checkpoints", nargs="*", help="checkpoint files to average")
     parser.add_argument("--model_dir", help="take the newest --num checkpoints of this folder instead")
@@ -25,6 +26,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.checkpoints) == bool(args.model_dir):
         parser.error("give either checkpoint files or --model_dir, not both or neither")
+    check_writable(args.output, "output")
     paths = list(args.checkpoints) or newest_checkpoint_paths(args.model_dir, args.num)
     atomic_torch_save(average_state_dicts(paths), args.output)
     print(f"Averaged {len(paths)} checkpoints into {args.output}: " + ", ".join(paths))

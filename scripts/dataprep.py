@@ -527,11 +527,12 @@ def cmd_train_list(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="The layout written: python -m pydoc scripts/dataprep.py")
+                                     epilog="The layout written: python -m pydoc scripts/dataprep.py",
+                                     allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str, handler: Callable, archives: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         sub.set_defaults(handler=handler)
         if archives:
             sub.add_argument("--archive", action="append", required=True,

@@ -76,3 +76,13 @@ def tiny_net(tiny_wavlm: str) -> Callable[..., SpeakerNet]:
         return SpeakerNet(**vars(args))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(tiny_argv, tmp_path_factory):
+    """``(save_path, argv, network)`` of one 2-epoch trainSpeakerNet.py run on the tiny config."""
+    import trainSpeakerNet
+
+    save_path = str(tmp_path_factory.mktemp("run") / "exp")
+    argv = tiny_argv(save_path)
+    return save_path, argv, trainSpeakerNet.main(argv)

@@ -105,13 +105,15 @@ def test_padding_would_change_default_mode_embeddings(tmp_path):
     assert max_relative_difference(padded[1:], exact[1:]) < 1e-5
 
 
-def test_whole_file_read_as_the_original_evaluation_reads_it(tmp_path):
+def test_whole_file_as_read_and_short_files_wrap_padded_to_400_samples(tmp_path, caplog):
     paths = write_files(str(tmp_path / "audio"), [200, 9000])
     short = AudioFiles(paths, CropSpec(eval_frames=10, num_eval=2), max_samples=5000)
     audio = read_audio(paths[0])
-    _, crops, whole = short[0]
-    assert whole.shape == (241,)  # wrap-padded to 241 samples like loadWAV(..., 0)
-    np.testing.assert_array_equal(whole.numpy(), crop_audio(audio, 0)[0].astype(np.float32))
-    assert crops.shape == (2, 1840)
+    with caplog.at_level("WARNING"):
+        _, crops, whole = short[0]
+    assert f"{paths[0]} holds 200 samples (12.5 ms), fewer than 400: it is repeated to 400 samples" in caplog.text
+    np.testing.assert_array_equal(whole.numpy(), np.concatenate([audio, audio]))
+    np.testing.assert_array_equal(crops.numpy(), crop_audio(audio, 10, num_eval=2).astype(np.float32))
     assert short[1][2].shape == (5000,)
-    assert AudioFiles(paths)[1][2].shape == (9000,)
+    np.testing.assert_array_equal(AudioFiles(paths)[1][2].numpy(), read_audio(paths[1]))
+    assert AudioFiles(paths)[0][2].shape == (400,)

@@ -332,3 +332,22 @@ def test_device_augmentation_equals_worker_augmentation(speakers, noise_folders,
     assert ((aug_d - aug_w).abs().amax(dim=1) / scale).max() < 1e-4
     changed = (aug_w - clean_w).abs().amax(dim=1) > 1e-3
     assert changed.sum() >= len(groups) // 3
+
+
+def test_a_byte_order_mark_makes_no_phantom_label_and_repeated_lines_are_counted(tmp_path, caplog):
+    for name in ("a/s/1.wav", "a/s/2.wav", "b/s/1.wav"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(tmp_path / name), np.zeros(8000, dtype=np.float32), 16000)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("\ufeffspk1 a/s/1.wav\nspk1 a/s/2.wav\nspk2 b/s/1.wav\nspk1 a/s/1.wav\n".encode("utf-8"))
+    with caplog.at_level("WARNING"):
+        data = DL.train_dataset_loader(str(listing), False, "", "", 10, str(tmp_path))
+    assert data.label_names == ["spk1", "spk2"] and data.data_label == [0, 0, 1, 0]
+    assert "1 lines list a file already listed (first: line 4 repeats line 1)" in caplog.text
+
+
+def test_a_train_list_that_is_not_utf8_names_its_line(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"spk1 a/s/1.wav\nspk1 a/s/caf\xe9.wav\n")
+    with pytest.raises(InputError, match=r"list.txt:2: train list is not UTF-8 text \(byte 0xe9\)"):
+        DL.train_dataset_loader(str(listing), False, "", "", 10, str(tmp_path))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataio.trials import TrialListError, check_trial_files, read_trial_list
+from dataio.trials import TrialListError, check_trial_files, check_trial_labels, read_trial_list
 from scoring.metrics import compute_eer_mindcf
 from scoring.scoring import (
     EvalResult,
@@ -27,7 +27,7 @@ from utils.errors import InputError
 
 def write(tmp_path, text, name="trials.txt"):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     return str(path)
 
 
@@ -40,15 +40,29 @@ def test_trial_list_parsing(tmp_path):
     assert read_trial_list(write(tmp_path, "a b\nc d\n", "two.txt")).labels is None
 
 
+def test_kaldi_trials_and_a_byte_order_mark_are_read(tmp_path):
+    kaldi = read_trial_list(write(tmp_path, "\ufeffa/x/1.wav b/y/2.wav target\na/x/1.wav c/z/3.wav nontarget\n"))
+    assert (kaldi.format, kaldi.enroll, kaldi.test) == ("kaldi", ["a/x/1.wav"] * 2, ["b/y/2.wav", "c/z/3.wav"])
+    assert kaldi.labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("text,kind", [("1 a b\n1 a c\n", "target"), ("a b nontarget\n", "non-target")])
+def test_a_list_of_one_kind_of_trial_is_refused(tmp_path, text, kind):
+    with pytest.raises(TrialListError, match=f"all .* trials are {kind} trials"):
+        check_trial_labels(read_trial_list(write(tmp_path, text)))
+
+
 @pytest.mark.parametrize("text,message", [
-    ("1 a b\nc d\n", ":2: 2 fields, but the list's first trial has 3"),
-    ("1 a b c\n", ":1: expected 'LABEL ENROLL TEST' or 'ENROLL TEST', got 4 fields"),
+    ("1 a b\nc d\n", ":2: 'c d' is not in the format of the list's first trial ('LABEL ENROLL TEST')"),
+    ("a b target\n1 a b\n", ":2: '1 a b' is not in the format of the list's first trial ('ENROLL TEST target|"),
+    ("1 a b c\n", ":1: expected 'LABEL ENROLL TEST', 'ENROLL TEST target|nontarget' or 'ENROLL TEST', got 4 fields"),
     ("1 a b\nyes a b\n", ":2: label must be 1 (target) or 0 (non-target), got 'yes'"),
     ("\n\n", "holds no trials"),
+    (b"1 a b\n1 caf\xe9 b\n", ":2: trial list is not UTF-8 text (byte 0xe9)"),
 ])
 def test_malformed_trial_lists_name_file_and_line(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(TrialListError) as error:
+    with pytest.raises(InputError) as error:
         read_trial_list(path)
     assert path in str(error.value) and message in str(error.value)
 

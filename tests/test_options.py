@@ -98,3 +98,26 @@ def test_positional_options_and_yaml_for_pseudo_labeling(tmp_path):
                                  PSEUDO_LABELING_OPTIONS)
     assert (args.embeddings_file, args.output_file) == ("emb.pt", "pl.txt")
     assert args.n_clusters == 12 and args.n_clusters_ahc == 3 and args.device == "auto"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("batch_size: 4.9\n", "key 'batch_size': expected an integer, got 4.9"),
+    ("max_epoch: true\n", "key 'max_epoch': expected an integer, got True"),
+    ("max_frames: 200\nbatch_size: 8\nmax_frames: 300\n", "key 'max_frames' appears twice (lines 1 and 3)"),
+])
+def test_yaml_values_are_not_truncated_and_keys_not_repeated(tmp_path, text, message, capsys):
+    with pytest.raises(SystemExit):
+        options.parse_options("t", ["--config", write(tmp_path, text)])
+    assert message in capsys.readouterr().err
+
+
+def test_integral_yaml_floats_and_a_byte_order_mark_are_fine(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("\ufeffbatch_size: 5.0\n".encode("utf-8"))
+    assert options.parse_options("t", ["--config", str(path)]).batch_size == 5
+
+
+def test_abbreviated_options_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        options.parse_options("t", ["--max_ep", "1"])
+    assert "unrecognized arguments: --max_ep" in capsys.readouterr().err

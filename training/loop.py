@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import random
+import re
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 import numpy as np
@@ -19,21 +20,38 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dataio.datasets import train_dataset_loader, worker_init_fn
+from dataio.lists import check_listed_audio
 from dataio.sampler import train_dataset_sampler
 from training.speaker_net import SpeakerNet
 from training.trainer import ModelTrainer
 from utils import checkpoints
-from utils.atomic import atomic_append_line
-from utils.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_main_process
-from utils.errors import InputError
+from utils.atomic import atomic_write_text, remove_stale_temporaries
+from utils.distributed import all_gather_objects, barrier, broadcast_object, get_rank, get_world_size, is_main_process
+from utils.errors import InputError, TrainingDiverged
 from utils.options import save_resolved_config
 from utils.records import EpochLog
+from utils.textfile import read_text_lines
 
 logger = logging.getLogger("trainSpeakerNet")
 
 SCORE_LINE = "Epoch {:d}, TEER/TAcc {:2.2f}, TLOSS {:f}, LR {:f} \n"
+_EPOCH_LINE = re.compile(r"^Epoch (\d+),")
 METRICS_FILE = "train_metrics.jsonl"
 """One JSON record per epoch in ``save_path/result``: what run_rounds.py and other tools read."""
+
+
+def write_score_line(score_file: str, epoch: int, line: str) -> None:
+    """Add epoch ``epoch``'s line to ``scores.txt``, dropping lines of that and later epochs.
+
+    An epoch redone after a kill between its score line and its checkpoint then has one line, not two.
+    """
+    kept = []
+    if os.path.isfile(score_file):
+        for old in read_text_lines(score_file, "scores file"):
+            match = _EPOCH_LINE.match(old)
+            if old.strip() and not (match and int(match.group(1)) >= epoch):
+                kept.append(old + "\n")
+    atomic_write_text(score_file, "".join(kept) + line)
 
 
 def seed_everything(seed: int) -> None:
@@ -60,6 +78,16 @@ def build_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLo
     """
     dataset = train_dataset_loader(**vars(args))
     check_labels(dataset, args.nClasses, args.train_list)
+    if args.check_audio:  # on rank 0 only; every process then stops with its message
+        problem = None
+        if is_main_process():
+            try:
+                check_listed_audio(args.train_list, dataset.data_list, dataset.line_numbers)
+            except InputError as error:
+                problem = str(error)
+        problem = broadcast_object(problem)
+        if problem is not None:
+            raise InputError(problem)
     sampler = train_dataset_sampler(dataset, **vars(args))
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.nDataLoaderThread,
                         pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True)
@@ -67,14 +95,33 @@ def build_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLo
 
 
 def find_start(model_dir: str, initial_model: Optional[str]) -> Tuple[int, Optional[str], Optional[str]]:
-    """(first epoch to train, weights file or None, resume-state file or None); see the module doc."""
-    newest = checkpoints.newest_checkpoint(model_dir)
-    if newest is not None:
-        epoch, path = newest
+    """(first epoch to train, weights file or None, resume-state file or None); see the module doc.
+
+    The newest checkpoint whose weights (and state file, when there is one) can be read wins: a newer
+    one that cannot be read (damaged after it was written: every write here is atomic) is skipped with
+    a warning, and training redoes its epochs. When none can be read, the error names the newest.
+    """
+    found = checkpoints.list_checkpoints(model_dir)
+    for epoch, path in reversed(found):
+        state: Optional[str] = checkpoints.state_path(model_dir, epoch)
+        state = state if os.path.isfile(state) else None
+        try:
+            checkpoints.read_state_dict(path)
+            if state is not None:
+                checkpoints.read_resume_state(state)
+        except checkpoints.CheckpointError as error:
+            logger.warning("Skipping checkpoint %d: %s", epoch, error)
+            continue
+        if epoch != found[-1][0]:
+            logger.warning("Resuming from %s, the newest readable checkpoint: epochs %d..%d are trained again",
+                           path, epoch + 1, found[-1][0])
         if initial_model:
             logger.info("Resuming from %s; --initial_model %s is ignored", path, initial_model)
-        state = checkpoints.state_path(model_dir, epoch)
-        return epoch + 1, path, state if os.path.isfile(state) else None
+        return epoch + 1, path, state
+    if found:
+        raise checkpoints.CheckpointError(
+            f"no checkpoint in {model_dir} can be read (the newest is {found[-1][1]}, see the warnings above); "
+            "move the damaged files away to start again from --initial_model or the pre-trained WavLM")
     return 1, initial_model, None
 
 
@@ -107,7 +154,16 @@ def restore(trainer: ModelTrainer, start_epoch: int, state_file: Optional[str]) 
 
 
 def save_checkpoint(net: nn.Module, trainer: ResumeStateHolder, model_dir: str, epoch: int) -> None:
-    """Collective: every process contributes its random states; rank 0 writes ``net``'s weights and the state file."""
+    """Collective: every process contributes its random states; rank 0 writes ``net``'s weights and the state file.
+
+    Weights holding NaN or inf stop training with :class:`TrainingDiverged` instead: no checkpoint
+    is ever written from a diverged state (so a later run cannot resume from one).
+    """
+    for name, value in net.state_dict().items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise TrainingDiverged(f"epoch {epoch}: weight {name!r} holds NaN or inf values; training stops and "
+                                   f"writes no checkpoint (the newest in {model_dir} is from before). Lower the "
+                                   "learning rates or check the audio")
     rng_states = all_gather_objects(checkpoints.capture_rng_state())
     if is_main_process():
         resume_state: Dict[str, Any] = dict(trainer.state_dict(), rng=rng_states, world_size=get_world_size())
@@ -124,8 +180,10 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
     metrics = EpochLog(os.path.join(args.save_path, "result", METRICS_FILE),
                        os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
     if is_main_process():
-        for folder in (model_dir, loss_dir, os.path.dirname(score_file)):
+        for folder in (args.save_path, model_dir, loss_dir, os.path.dirname(score_file)):
             os.makedirs(folder, exist_ok=True)
+            for path in remove_stale_temporaries(folder):
+                logger.info("Removed %s, left by an interrupted write", path)
         save_resolved_config(args, os.path.join(args.save_path, "config.yaml"))
     barrier()
 
@@ -169,9 +227,10 @@ def train(args: argparse.Namespace, device: torch.device) -> SpeakerNet:
         if is_main_process():
             line = SCORE_LINE.format(epoch, stats.accuracy, stats.loss, learning_rate)
             logger.info(line.strip())
-            atomic_append_line(score_file, line)
+            write_score_line(score_file, epoch, line)
             metrics.log({"epoch": epoch, "loss": stats.loss, "accuracy": stats.accuracy, "lr": learning_rate,
-                         "gate_threshold": gate_threshold, "steps": stats.steps, "seconds": round(stats.seconds, 3),
+                         "gate_threshold": gate_threshold, "steps": stats.steps,
+                         "skipped_steps": stats.skipped_steps, "seconds": round(stats.seconds, 3),
                          "utterances_per_s": round(stats.utterances_per_s, 2)})
         if epoch % args.test_interval == 0:
             save_checkpoint(net, trainer, model_dir, epoch)

@@ -9,14 +9,24 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.utils import get_total_norm
 
 from dataio.datasets import prepare_batch
 from loss import LGL_threshold_update_gmm
 from training.speaker_net import SpeakerNet, parameter_groups, unwrap
 from utils.atomic import atomic_open
-from utils.distributed import all_gather_objects, barrier, broadcast_object, get_rank, get_world_size, is_main_process
-from utils.errors import InputError
+from utils.distributed import (
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+)
+from utils.errors import InputError, TrainingDiverged
 from utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -24,13 +34,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch over every process: mean loss and top-1 accuracy (%) per step, steps, utterances, seconds."""
+    """One epoch over every process: mean loss and top-1 accuracy (%) per applied step, applied steps,
+    utterances, seconds, and steps skipped because their loss or gradient was not finite."""
 
     loss: float
     accuracy: float
     steps: int
     utterances: int
     seconds: float
+    skipped_steps: int = 0
 
     @property
     def utterances_per_s(self) -> float:
@@ -64,7 +76,7 @@ class ModelTrainer:
     def __init__(self, speaker_model: nn.Module, optimizer: str = "adamw", scheduler: str = "steplr",
                  LR_MHFA: float = 5e-3, LR_Transformer: float = 2e-5, LLRD_factor: float = 1.0,
                  weight_decay: float = 0.01, lr_decay: float = 0.9, test_interval: int = 1,
-                 **kwargs: Any) -> None:
+                 max_nonfinite_steps: int = 20, **kwargs: Any) -> None:
         if optimizer != "adamw":
             raise InputError(f"optimizer {optimizer!r} is not supported; use 'adamw'")
         if scheduler != "steplr":
@@ -74,6 +86,7 @@ class ModelTrainer:
         self.optimizer = torch.optim.AdamW(parameter_groups(self.net, LR_MHFA, LR_Transformer, LLRD_factor),
                                            weight_decay=weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=test_interval, gamma=lr_decay)
+        self.max_nonfinite_steps = max_nonfinite_steps
 
     @property
     def device(self) -> torch.device:
@@ -123,17 +136,33 @@ class ModelTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.update_lgl_threshold(state["gate_threshold"])
 
+    def finite_step(self, total: torch.Tensor, ce: torch.Tensor) -> bool:
+        """Whether the objective, every sample's CE and the gradient are finite, on every process.
+
+        A sample's AAM cross-entropy is bounded (logits lie in [-scale, scale]), so a non-finite one
+        means its embedding is not finite, even when the loss gate hides it from the loss.
+        """
+        gradients = [p.grad for p in self.net.parameters() if p.grad is not None]
+        finite = torch.isfinite(total) & torch.isfinite(ce).all() & torch.isfinite(get_total_norm(gradients))
+        if is_distributed():
+            flag = finite.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        return bool(finite)
+
     def train_network(self, loader: Any, loss_vals_path: str, epoch: int, verbose: bool) -> EpochStats:
         """Train one epoch; return its figures over every process's steps.
 
         Each sample's CE and relative path go to this process's part of ``loss_vals_path``; rank 0
-        then merges the parts into ``loss_vals_path``. StepLR is stepped once at the end.
+        then merges the parts into ``loss_vals_path``. StepLR is stepped once at the end. A step whose
+        objective, CE or gradient is not finite is skipped (no optimiser step) and counted;
+        ``max_nonfinite_steps`` of them in a row stop training with :class:`TrainingDiverged`.
         """
         self.model.train()
         rank, world_size = get_rank(), get_world_size()
         device = self.device
         loss_sum = accuracy_sum = 0.0
-        steps = utterances = 0
+        steps = utterances = skipped = in_a_row = 0
         started = time.perf_counter()
         progress = progress_bar(total=len(loader), desc=f"Epoch {epoch}", unit="step", disable=not verbose)
         with atomic_open(rank_part_path(loss_vals_path, rank), "w", encoding="utf-8") as part:
@@ -143,8 +172,19 @@ class ModelTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 total, loss, prec1, ce = self.model(augmented, clean, labels, epoch)
                 total.backward()
-                self.optimizer.step()
                 part.write("".join(f"{value:.9g} {path}\n" for value, path in zip(ce.tolist(), paths)))
+                if not self.finite_step(total, ce):
+                    skipped += 1
+                    in_a_row += 1
+                    if in_a_row >= self.max_nonfinite_steps:
+                        raise TrainingDiverged(
+                            f"epoch {epoch}: {in_a_row} steps in a row gave a non-finite loss or gradient "
+                            f"(--max_nonfinite_steps {self.max_nonfinite_steps}); training stops and writes no "
+                            "checkpoint from this state. Check the audio and lower --LR_MHFA / --LR_Transformer")
+                    progress.update()
+                    continue
+                in_a_row = 0
+                self.optimizer.step()
                 loss_sum += loss.item()
                 accuracy_sum += prec1.item()
                 steps += 1
@@ -160,9 +200,12 @@ class ModelTrainer:
         if is_main_process():
             merge_loss_parts(loss_vals_path, world_size)
         seconds = time.perf_counter() - started
-        loss_sum, accuracy_sum, steps, utterances = (
-            sum(values) for values in zip(*all_gather_objects((loss_sum, accuracy_sum, steps, utterances))))
+        totals = (loss_sum, accuracy_sum, steps, utterances, skipped)
+        loss_sum, accuracy_sum, steps, utterances, skipped = (sum(v) for v in zip(*all_gather_objects(totals)))
+        if skipped:
+            logger.warning("epoch %d: skipped %d steps whose loss or gradient was not finite", epoch, skipped)
         if steps == 0:
-            raise RuntimeError(f"epoch {epoch}: the data loader gave no batch")
+            raise TrainingDiverged(f"epoch {epoch}: no step had a finite loss and gradient ({skipped} skipped); "
+                                   "training stops and writes no checkpoint from this state")
         return EpochStats(loss=loss_sum / steps, accuracy=accuracy_sum / steps, steps=steps, utterances=utterances,
-                          seconds=seconds)
+                          seconds=seconds, skipped_steps=skipped)

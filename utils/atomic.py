@@ -8,13 +8,75 @@ the user's umask, and are removed when the write fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, List, Optional
 
 import torch
 
+from utils.errors import InputError, WriteError
+
 TEMPORARY_SUFFIX = ".tmp"
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Fail now, not after hours of work, when ``path`` (a file to be written) cannot be written.
+
+    Creates the missing folders and a temporary file beside ``path`` (then removes it); raises an
+    InputError naming ``what`` and the path otherwise.
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"cannot write {what} {os.fspath(path)}: {existing} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_SUFFIX, dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise InputError(f"cannot write {what} {os.fspath(path)}: {error.strerror or error}") from None
+
+
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX) + "$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> List[str]:
+    """Remove the temporary files that killed writers left in ``folder`` (this module's naming only).
+
+    Call it when a run starts, before anything writes there. Returns the removed paths.
+    """
+    removed = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if _TEMPORARY_NAME.match(name) and os.path.isfile(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                    removed.append(path)
+    return removed
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _write_failure(error: BaseException) -> Optional[OSError]:
+    """The out-of-space (or read-only) OSError behind ``error``, if any.
+
+    ``torch.save`` reports a failed write as ``RuntimeError: ... unexpected pos``, with the OSError as
+    its context, so the chain of causes is searched.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _umask() -> int:
@@ -47,9 +109,12 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
             finally:
                 os.close(fd)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
+        failure = _write_failure(error)
+        if failure is not None:
+            raise WriteError(f"cannot write {path}: {failure.strerror.lower()}") from error
         raise
 
 

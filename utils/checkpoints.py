@@ -13,8 +13,10 @@ Both are written atomically (temporary file + rename).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
+import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -63,14 +65,41 @@ def newest_checkpoint(model_dir: str) -> Optional[Tuple[int, str]]:
     return found[-1] if found else None
 
 
+def load_file(path: str, what: str = "checkpoint") -> Any:
+    """``torch.load`` of ``path`` on the CPU with safe (weights-only) unpickling.
+
+    A missing, empty, truncated or foreign file raises a CheckpointError naming ``what`` and the file.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {path!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
+            raise CheckpointError(f"{what} {path!r} holds objects other than tensors and plain containers; "
+                                  "it is refused (loading it could run code)") from None
+        reason = str(error)
+    except Exception as error:  # torch.load raises many types for an empty, truncated or foreign file
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    raise CheckpointError(f"{what} {path!r} is unreadable: empty, truncated or not a PyTorch file ({reason})")
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or inf: training diverged when they were saved."""
+    bad = [name for name, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{source}: tensor {bad[0]!r} holds NaN or inf values{more}; these weights come "
+                              "from a diverged run and cannot be used")
+
+
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """A checkpoint's flat ``name -> tensor`` dict on the CPU, without a DDP ``module.`` prefix.
 
-    Also accepts the flat dict wrapped under ``'model'`` or ``'state_dict'``.
+    Also accepts the flat dict wrapped under ``'model'`` or ``'state_dict'``. An unreadable file or
+    a tensor with NaN or inf values is a CheckpointError naming the file (and the tensor).
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_file(path)
     if isinstance(loaded, Mapping):
         for key in _WRAPPER_KEYS:
             if isinstance(loaded.get(key), Mapping):
@@ -86,6 +115,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         if key in state:
             raise CheckpointError(f"checkpoint {path!r} holds {key!r} both with and without the 'module.' prefix")
         state[key] = value
+    check_finite(state, f"checkpoint {path!r}")
     return state
 
 
@@ -172,7 +202,7 @@ def save_checkpoint(model_dir: str, epoch: int, speaker_net: nn.Module, resume_s
 
 def read_resume_state(path: str) -> Dict[str, Any]:
     """A ``state%09d.pt`` file's dict."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_file(path, "resume state")
     if not isinstance(state, dict) or "epoch" not in state:
         raise CheckpointError(f"resume state {path!r} is not a dict with an 'epoch' entry")
     return state

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, Callable, Optional
 
@@ -10,6 +11,22 @@ from utils.errors import TRACEBACK_ENV, ReportedError
 REPORTED = (ReportedError, OSError)
 """Errors shown as one line: the project's own, and the operating system's (a disk full, a file
 that cannot be opened), whose messages name the file. Anything else is a bug and keeps its traceback."""
+
+
+_WORKER_ERROR = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.\nOriginal Traceback", re.S)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error``; for an error that a DataLoader worker re-raised with the worker's whole
+    traceback in its message, only the original message and the worker's number."""
+    text = str(error)
+    worker = _WORKER_ERROR.match(text)
+    if worker is None:
+        return text
+    name, number = worker.groups()
+    at = text.rfind(f"{name}: ")
+    message = text[at + len(name) + 2:].strip() if at >= 0 else text.rstrip().splitlines()[-1]
+    return f"{message} (in data-loader worker {number})"
 
 
 def error_status(action: Callable[[], Any], prog: Optional[str] = None) -> int:
@@ -24,7 +41,7 @@ def error_status(action: Callable[[], Any], prog: Optional[str] = None) -> int:
     except REPORTED as error:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        print(f"{prog or os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr, flush=True)
+        print(f"{prog or os.path.basename(sys.argv[0])}: error: {one_line(error)}", file=sys.stderr, flush=True)
         return 1
     return 0
 

@@ -3,7 +3,8 @@
 Library code raises :class:`InputError` (or a subclass) for anything the user can fix: a missing
 or malformed file, a bad line of a list, an unknown config key, an option out of range. Its message
 names the file, line, key or option and says what was expected. :class:`TrainingDiverged` stops a
-training run whose weights or losses are no longer finite. Entry points turn both into one line
+training run whose weights or losses are no longer finite; :class:`WriteError` says which output
+could not be written and why (a full disk). Entry points turn both into one line
 and exit status 1 (:func:`utils.cli.run_cli`); every other exception is a bug and keeps its
 traceback. ``WAVLM_SSL_SV_TRACEBACK=1`` shows the traceback of reported errors too.
 """
@@ -18,6 +19,10 @@ class ReportedError(Exception):
 
 class InputError(ReportedError, ValueError):
     """An input (file, list line, config key, option value) that cannot be used."""
+
+
+class WriteError(ReportedError):
+    """An output could not be written: the disk is full, a quota is reached, the file system is read-only."""
 
 
 class TrainingDiverged(ReportedError, RuntimeError):

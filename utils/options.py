@@ -10,13 +10,14 @@ true/false/yes/no/1/0 in any case (the original's ``type=bool`` read the string 
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
 from utils.atomic import atomic_write_text
+from utils.errors import InputError
+from utils.textfile import read_text_lines
 
 _TRUE = {"true", "yes", "y", "on", "1"}
 _FALSE = {"false", "no", "n", "off", "0"}
@@ -34,6 +35,17 @@ def str2bool(value: Any) -> bool:
     if text in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0), got {value!r}")
+
+
+def integer(value: Any) -> int:
+    """An integer option: a YAML ``4.9`` is an error, not 4 (``int()`` would truncate it silently)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+    return int(value)
 
 
 def optional_str(value: Any) -> Optional[str]:
@@ -64,26 +76,30 @@ DATA, TRAIN, OPTIM, LOSS, EVAL, IO, MODEL, RUN = (
 
 OPTIONS: List[Option] = [
     # data loader
-    _o("max_frames", int, 200, "training crop in 10 ms frames (crop = max_frames*160+240 samples)", DATA),
-    _o("eval_frames", int, 300, "evaluation crop in 10 ms frames; 0 uses whole files", DATA),
-    _o("batch_size", int, 400, "utterances per step per process", DATA),
-    _o("max_seg_per_spk", int, 500, "at most this many utterances per label per epoch", DATA),
-    _o("nDataLoaderThread", int, 10, "DataLoader worker processes", DATA),
+    _o("max_frames", integer, 200, "training crop in 10 ms frames (crop = max_frames*160+240 samples)", DATA),
+    _o("eval_frames", integer, 300, "evaluation crop in 10 ms frames; 0 uses whole files", DATA),
+    _o("batch_size", integer, 400, "utterances per step per process", DATA),
+    _o("max_seg_per_spk", integer, 500, "at most this many utterances per label per epoch", DATA),
+    _o("nDataLoaderThread", integer, 10, "DataLoader worker processes", DATA),
     _o("augment", str2bool, True, "MUSAN / RIR augmentation of the training crops", DATA),
+    _o("check_audio", str2bool, True,
+       "read every listed file's header before epoch 1 and name all unreadable ones at once", DATA),
     _o("augment_on_device", str2bool, False,
        "apply reverberation and noise in batch on the training device instead of in the workers", DATA),
     _o("sixth_augmentation", str, "faithful",
        "the sixth augmentation type: 'faithful' = music only (original quirk), 'babble_music' = intended",
        DATA, choices=("faithful", "babble_music")),
-    _o("seed", int, 20211202, "seed of the sampler and the random generators", DATA),
+    _o("seed", integer, 20211202, "seed of the sampler and the random generators", DATA),
     # training
-    _o("test_interval", int, 1, "save a checkpoint (and step the LR) every this many epochs", TRAIN),
-    _o("max_epoch", int, 50, "last training epoch", TRAIN),
+    _o("test_interval", integer, 1, "save a checkpoint (and step the LR) every this many epochs", TRAIN),
+    _o("max_epoch", integer, 50, "last training epoch", TRAIN),
     _o("trainfunc", str, "aamsoftmax", "loss module under loss/", TRAIN),
     _o("mixedprec", str2bool, False, "bf16 autocast where the device supports it", TRAIN),
     _o("distributed", str2bool, False, "join the torchrun process group (env:// rendezvous)", TRAIN),
     _o("port", str, "7888", "kept for old configs; torchrun's --master_port sets the port", TRAIN),
     _o("device", str, "auto", "cpu, cuda, cuda:N or auto (cuda when available)", TRAIN),
+    _o("max_nonfinite_steps", integer, 20,
+       "stop training after this many steps in a row with a non-finite loss or gradient (each is skipped)", TRAIN),
     _o("tensorboard", str2bool, False,
        "also write each epoch's figures for TensorBoard into save_path/tensorboard (needs tensorboard)", TRAIN),
     # optimiser
@@ -102,27 +118,27 @@ OPTIONS: List[Option] = [
     # loss
     _o("margin", float, 0.2, "AAM margin", LOSS),
     _o("scale", float, 30.0, "AAM scale", LOSS),
-    _o("nPerSpeaker", int, 1, "utterances per label in a batch", LOSS),
-    _o("nClasses", int, 5994, "rows of the AAM weight (>= number of labels)", LOSS),
-    _o("gate_start_epoch", int, 5, "first epoch whose loss gate is fitted on the previous epoch's losses", LOSS),
-    _o("lc_start_epoch", int, 9, "first epoch with label correction", LOSS),
+    _o("nPerSpeaker", integer, 1, "utterances per label in a batch", LOSS),
+    _o("nClasses", integer, 5994, "rows of the AAM weight (>= number of labels)", LOSS),
+    _o("gate_start_epoch", integer, 5, "first epoch whose loss gate is fitted on the previous epoch's losses", LOSS),
+    _o("lc_start_epoch", integer, 9, "first epoch with label correction", LOSS),
     _o("lc_temperature", float, 0.1, "softmax temperature of label correction", LOSS),
     _o("lc_confidence", float, 0.5, "minimum probability for a corrected label", LOSS),
     _o("lc_fix_margin", str2bool, False,
        "put the AAM margin at the corrected label (the original keeps it at the pseudo-label)", LOSS),
     _o("hard_prob", float, 0.5, "kept for old configs; unused by aamsoftmax", LOSS),
-    _o("hard_rank", int, 10, "kept for old configs; unused by aamsoftmax", LOSS),
+    _o("hard_rank", integer, 10, "kept for old configs; unused by aamsoftmax", LOSS),
     # evaluation
     _o("eval", str2bool, False, "evaluate on --test_list and exit", EVAL),
     _o("generate_embeddings", str2bool, False, "embed every file of --train_list into --embeddings_path", EVAL),
     _o("embeddings_path", optional_str, None, "output of --generate_embeddings (torch.save of a dict)", EVAL),
-    _o("num_eval", int, 15, "evaluation crops per file", EVAL),
-    _o("max_eval_samples", int, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap", EVAL),
-    _o("eval_batch_size", int, 16, "files embedded per forward pass during evaluation", EVAL),
-    _o("num_checkpoints", int, 1, "--eval: evaluate the newest N checkpoints in save_path/model", EVAL),
-    _o("average_checkpoints", int, 0, "--eval: average the weights of the newest N checkpoints first", EVAL),
+    _o("num_eval", integer, 15, "evaluation crops per file", EVAL),
+    _o("max_eval_samples", integer, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap", EVAL),
+    _o("eval_batch_size", integer, 16, "files embedded per forward pass during evaluation", EVAL),
+    _o("num_checkpoints", integer, 1, "--eval: evaluate the newest N checkpoints in save_path/model", EVAL),
+    _o("average_checkpoints", integer, 0, "--eval: average the weights of the newest N checkpoints first", EVAL),
     _o("score_norm", str, "none", "score normalisation: none or asnorm", EVAL, choices=("none", "asnorm")),
-    _o("asnorm_top_k", int, 300, "AS-Norm: cohort size kept per file", EVAL),
+    _o("asnorm_top_k", integer, 300, "AS-Norm: cohort size kept per file", EVAL),
     _o("cohort_embeddings", optional_str, None, "AS-Norm / mean subtraction: embeddings file of the training set",
        EVAL),
     _o("subtract_mean", str2bool, False, "subtract the cohort's mean embedding before cosine scoring", EVAL),
@@ -132,6 +148,8 @@ OPTIONS: List[Option] = [
     _o("dcf_c_fa", float, 1.0, "cost of a false alarm", EVAL),
     # load and save
     _o("initial_model", optional_str, None, "start from this checkpoint (ours or the original's layout)", IO),
+    _o("trust_checkpoint", str2bool, False,
+       "unpickle a pre-trained checkpoint that safe loading refuses (it could run code: only files you trust)", IO),
     _o("save_path", str, "exps/exp1", "folder of checkpoints, logs and results", IO),
     _o("train_list", str, "data/train_list.txt", "training list: LABEL RELATIVE_PATH per line", IO),
     _o("test_list", str, "data/test_list.txt", "trial list: LABEL ENROLL TEST (or ENROLL TEST) per line", IO),
@@ -141,10 +159,10 @@ OPTIONS: List[Option] = [
     _o("rir_path", str, "data/simulated_rirs", "simulated RIRs: */*/*.wav", IO),
     # model
     _o("model", str, "Baseline.Spk_Encoder", "model module under models/ (must define MainModel)", MODEL),
-    _o("nOut", int, 192, "speaker embedding size", MODEL),
-    _o("head_nb", int, 64, "MHFA attention heads", MODEL),
-    _o("compression_dim", int, 128, "MHFA compressed key / value size", MODEL),
-    _o("n_mels", int, 80, "kept for old configs; unused by WavLM", MODEL),
+    _o("nOut", integer, 192, "speaker embedding size", MODEL),
+    _o("head_nb", integer, 64, "MHFA attention heads", MODEL),
+    _o("compression_dim", integer, 128, "MHFA compressed key / value size", MODEL),
+    _o("n_mels", integer, 80, "kept for old configs; unused by WavLM", MODEL),
     _o("log_input", str2bool, False, "kept for old configs; unused by WavLM", MODEL),
     _o("encoder_type", str, "SAP", "kept for old configs; unused by MHFA", MODEL),
 ]
@@ -153,7 +171,7 @@ OPTIONS_BY_NAME: Dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration file or value that cannot be used; the message names the file and key."""
 
 
@@ -162,6 +180,7 @@ def build_parser(description: str, options: Sequence[Option] = OPTIONS) -> argpa
     parser = argparse.ArgumentParser(
         description=description,
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,  # a typo such as --max_ep must not silently match --max_epoch
     )
     parser.add_argument("--config", type=str, help="YAML file of option values (command line wins)")
     groups: Dict[str, argparse._ArgumentGroup] = {}
@@ -180,15 +199,28 @@ def build_parser(description: str, options: Sequence[Option] = OPTIONS) -> argpa
     return parser
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml_config(path: str, options: Sequence[Option] = OPTIONS) -> Dict[str, Any]:
     """Read a YAML config, checking every key and converting every value to its option's type."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist")
-    with open(path, "r", encoding="utf-8") as handle:
-        try:
-            raw = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
+    text = "\n".join(read_text_lines(path, "config file"))
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from exc
     if raw is None:
         return {}
     if not isinstance(raw, dict):

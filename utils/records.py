@@ -79,7 +79,10 @@ class EpochLog:
             self.writer = SummaryWriter(tensorboard_dir)
 
     def log(self, record: Mapping[str, Any]) -> None:
-        append_record(self.path, record)
+        """Add ``record``, dropping any earlier record of the same or a later epoch (an epoch redone after
+        a kill between its record and its checkpoint)."""
+        kept = [r for r in read_records(self.path) if r["epoch"] < record["epoch"]] if os.path.isfile(self.path) else []
+        atomic_write_text(self.path, "".join(json.dumps(_plain(r)) + "\n" for r in [*kept, record]))
         if self.writer is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
