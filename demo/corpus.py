@@ -132,6 +132,36 @@ def scan_corpus(root: str | os.PathLike) -> List[str]:
     return found
 
 
+def link_speaker_files(data: str | os.PathLike, corpus: str | os.PathLike) -> List[str]:
+    """Link ``DATA/SPEAKER/UTT.ext`` files to ``CORPUS/SPEAKER/s1/UTT.ext``, the three-part layout that
+    embedding keys (speaker/session/file) need; returns the relative paths, sorted."""
+    data, corpus = Path(data), Path(corpus)
+    relative = []
+    for source in sorted(p for p in data.glob("*/*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        rel = f"{source.parent.name}/s1/{source.name}"
+        target = corpus / rel
+        if not target.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source.resolve())
+        relative.append(rel)
+    if not relative:
+        raise InputError(f"{data}: no SPEAKER/UTT audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return relative
+
+
+def split_by_speaker(relative_paths: Sequence[str], every: int) -> Tuple[List[str], List[str]]:
+    """(training files, held-out files): every ``every``-th speaker in sorted order, with all its files,
+    is held out, so that verification is on speakers training never saw."""
+    speakers = sorted({path.split("/")[0] for path in relative_paths})
+    held_out = set(speakers[::every])
+    if every < 2 or len(held_out) < 2:
+        raise InputError(f"holding out every {every}-th of {len(speakers)} speakers leaves "
+                         f"{len(held_out)} for verification and {len(speakers) - len(held_out)} for training; "
+                         "both need at least 2 (lower --held_out_every, at least 2)")
+    return ([path for path in relative_paths if path.split("/")[0] not in held_out],
+            [path for path in relative_paths if path.split("/")[0] in held_out])
+
+
 def split_by_session(relative_paths: Sequence[str], test_sessions: int = 1) -> Tuple[List[str], List[str]]:
     """Hold out the last ``test_sessions`` sessions (in name order) of every speaker for testing.
 

@@ -1,14 +1,16 @@
 """The demo corpus: FSDD recordings joined per speaker and session, with an in-the-wild background."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from demo.corpus import build_fsdd_corpus
+from demo.corpus import build_fsdd_corpus, link_speaker_files, split_by_speaker
 from demo.noise import background
+from utils.errors import InputError
 
 RATE = 8000
 
@@ -62,3 +64,20 @@ def test_background_has_the_requested_length_at_any_rate(rate: int) -> None:
     for _ in range(6):
         noise = background(4000, rate, rng)
         assert noise.shape == (4000,) and np.isfinite(noise).all() and np.std(noise) > 0
+
+
+def test_speaker_level_files_are_linked_and_whole_speakers_held_out(tmp_path):
+    data = tmp_path / "data"
+    for speaker in range(7):
+        for utt in range(2):
+            (data / f"S{speaker}").mkdir(parents=True, exist_ok=True)
+            (data / f"S{speaker}" / f"u{utt}.flac").write_bytes(b"x")
+    relative = link_speaker_files(data, tmp_path / "corpus")
+    assert relative[:2] == ["S0/s1/u0.flac", "S0/s1/u1.flac"] and len(relative) == 14
+    assert os.path.realpath(tmp_path / "corpus" / "S3/s1/u1.flac") == str((data / "S3" / "u1.flac").resolve())
+    train, held_out = split_by_speaker(relative, 3)
+    assert sorted({p.split("/")[0] for p in held_out}) == ["S0", "S3", "S6"]
+    assert not {p.split("/")[0] for p in train} & {p.split("/")[0] for p in held_out}
+    assert sorted(train + held_out) == relative
+    with pytest.raises(InputError, match="leaves 1 for verification"):
+        split_by_speaker(relative, 7)

@@ -67,7 +67,7 @@ def test_loop_interrupted_resumed_and_skipped(tmp_path, corpus):
     assert first.returncode == 128 + signal.SIGTERM, output[-2000:]
     assert not processes_mentioning(str(base)), "a step outlived the driver"
     done = sorted(p.name for p in (base / ".steps").iterdir())
-    assert done == ["demo.data.done", "demo.initial_embeddings.done", "round1.pseudo_labels.done"]
+    assert done == ["bootstrap.mfcc.done", "demo.data.done", "round1.pseudo_labels.done"]
 
     # 2. Run the same command again: finished steps are skipped, the rest runs, the table is filled.
     second = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=300)
@@ -149,7 +149,7 @@ def test_main_command_defaults(tmp_path, monkeypatch, capsys):
     (["--set", "save_path=x"], "--set save_path: the driver sets --save_path"),
     (["--set", "max_epoch"], "expected KEY=VALUE"),
     (["--pl_set", "n_clusters=5"], "--pl_set n_clusters: the driver sets"),
-    (["--n_clusters", "40", "--n_clusters_ahc", "30"], "nClasses 24 is below the 30 pseudo-labels"),
+    (["--n_clusters", "40", "--n_clusters_ahc", "30", "--set", "nClasses=24"], "nClasses 24 is below the 30"),
     (["--n_clusters", "4", "--n_clusters_ahc", "8"], "--n_clusters_ahc 8 exceeds --n_clusters 4"),
 ])
 def test_bad_options_are_named_before_any_work(tmp_path, capsys, argv, message):
@@ -179,3 +179,20 @@ def test_failed_step_leaves_no_marker_and_reruns(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines().count("attempt") == 2 and "skip a step" in out
     assert (tmp_path / "logs" / "demo.step.log").read_text().splitlines().count("attempt") == 2
+
+
+def test_held_out_speakers_data_needs_cluster_counts_and_gets_enough_classes(tmp_path, capsys):
+    data = tmp_path / "speakers"
+    for speaker in range(6):
+        for utt in range(3):
+            path = data / f"spk{speaker}" / f"{utt}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")  # a dry run reads no audio
+    base = ["--demo", "--data", str(data), "--held_out_every", "3", "--base_path", str(tmp_path / "run"), "--dry_run"]
+    assert run_rounds.main(base) == 1
+    assert "--data needs --n_clusters_ahc" in capsys.readouterr().err
+    assert run_rounds.main([*base, "--n_clusters_ahc", "30", "--bootstrap", "dino"]) == 0
+    out = capsys.readouterr().out
+    assert "--n_clusters 200 --n_clusters_ahc 30" in out and "--nClasses 30" in out
+    assert "trainDINO.py --config" in out and "configs/dino_demo.yaml" in out
+    assert f"--generate_embeddings --embeddings_path {tmp_path / 'run' / 'initial_embeddings.pt'}" in out
