@@ -472,9 +472,14 @@ def bootstrap_steps(args: argparse.Namespace, base: Path, train_list: Path, trai
                 *dino, "--generate_embeddings", "--embeddings_path", str(args.initial_embeddings)])]
 
 
+def option_pairs(options: Sequence[str]) -> List[Tuple[str, str]]:
+    """``(KEY, VALUE)`` of each ``--KEY VALUE`` in ``options`` (the driver builds them in pairs)."""
+    return [(options[i][2:], options[i + 1]) for i in range(0, len(options) - 1, 2)]
+
+
 def option_value(options: Sequence[str], name: str) -> str:
     """The value of the last ``--name VALUE`` in ``options``."""
-    values = [options[i + 1] for i in range(0, len(options) - 1, 2) if options[i] == f"--{name}"]
+    values = [value for key, value in option_pairs(options) if key == name]
     if not values:
         raise DriverError(f"--{name} is needed: give it with --set {name}=PATH")
     return values[-1]
@@ -482,8 +487,7 @@ def option_value(options: Sequence[str], name: str) -> str:
 
 def shared_options(options: Sequence[str], known: Sequence[str]) -> List[str]:
     """The ``--KEY VALUE`` pairs of ``options`` whose key is in ``known``."""
-    return [item for i in range(0, len(options) - 1, 2) if options[i][2:] in known
-            for item in options[i:i + 2]]
+    return [item for key, value in option_pairs(options) if key in known for item in (f"--{key}", value)]
 
 
 def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
