@@ -14,7 +14,7 @@ import os
 import pickle
 import re
 import zipfile
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -112,12 +112,30 @@ def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[Wa
     ``model.safetensors`` or ``pytorch_model.bin``), or that folder's ``config.json``.
     The returned dict maps Microsoft key names to float32 CPU copies of the loaded tensors.
     """
-    if os.path.isdir(path) or os.path.basename(path) == "config.json":
-        folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
-        cfg, weights = _read_huggingface(folder, trust_checkpoint)
+    folder = _huggingface_folder(path)
+    if folder is not None:
+        cfg = _read_huggingface_cfg(folder)
+        weights = _huggingface_to_microsoft_keys(_read_huggingface_weights(folder, trust_checkpoint), cfg)
     else:
         cfg, weights = _read_microsoft(path, trust_checkpoint)
     return _build(cfg, weights, path)
+
+
+def read_wavlm_config(path: str, trust_checkpoint: bool = False) -> WavLMConfig:
+    """The encoder config of a pre-trained WavLM (same ``path`` forms as :func:`load_pretrained_wavlm`).
+
+    Reads no weights: a Hugging Face folder's ``config.json``, or a Microsoft file memory-mapped so
+    that only its ``cfg`` is read from disk.
+    """
+    folder = _huggingface_folder(path)
+    return _read_huggingface_cfg(folder) if folder is not None else _read_microsoft(path, trust_checkpoint)[0]
+
+
+def _huggingface_folder(path: str) -> Optional[str]:
+    """The Hugging Face folder ``path`` names (the folder or its ``config.json``), or None for a Microsoft file."""
+    if os.path.isdir(path):
+        return path
+    return os.path.dirname(path) or "." if os.path.basename(path) == "config.json" else None
 
 
 def save_random_wavlm_checkpoint(path: str, seed: int = 0, **cfg_overrides: Any) -> WavLMConfig:
@@ -175,7 +193,8 @@ def _torch_load(path: str, trust_checkpoint: bool) -> Any:
     if trust_checkpoint:
         logger.warning("%s: unpickled in full (--trust_checkpoint): only do this for files you trust", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        # Memory-mapped where the format allows (zip archives): tensors are read from disk only when used.
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
             raise CheckpointFormatError(
@@ -187,7 +206,7 @@ def _torch_load(path: str, trust_checkpoint: bool) -> Any:
         raise not_a_checkpoint(error) from None
 
 
-def _read_huggingface(folder: str, trust_checkpoint: bool) -> Tuple[WavLMConfig, Dict[str, Any]]:
+def _read_huggingface_cfg(folder: str) -> WavLMConfig:
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise CheckpointFormatError(f"{folder}: no config.json; expected a Hugging Face WavLMModel folder")
@@ -203,9 +222,7 @@ def _read_huggingface(folder: str, trust_checkpoint: bool) -> Tuple[WavLMConfig,
     if os.path.isfile(preprocessor_path):
         with open(preprocessor_path, encoding="utf-8") as handle:
             normalize = bool(json.load(handle).get("do_normalize", False))
-    cfg = _cfg_from_huggingface({**_HF_DEFAULTS, **config}, normalize, config_path)
-    weights = _read_huggingface_weights(folder, trust_checkpoint)
-    return cfg, _huggingface_to_microsoft_keys(weights, cfg)
+    return _cfg_from_huggingface({**_HF_DEFAULTS, **config}, normalize, config_path)
 
 
 def _cfg_from_huggingface(config: Mapping[str, Any], normalize: bool, source: str) -> WavLMConfig:

@@ -2,5 +2,6 @@
 
 Error types and the entry-point convention (``errors``, ``cli``), the option system (``options``),
 atomic file writes (``atomic``), checkpoint files (``checkpoints``), process-group helpers
-(``distributed``), ``--device`` resolution (``device``) and progress reporting (``progress``).
+(``distributed``), ``--device`` resolution (``device``), progress reporting (``progress``) and
+checked downloads into a cache (``download``).
 """

@@ -132,11 +132,13 @@ def _shape_hint(name: str, saved: torch.Size, expected: torch.Size) -> str:
     return ""
 
 
-def load_weights(speaker_net: nn.Module, path: str, strict_loss: bool = True) -> None:
+def load_weights(speaker_net: nn.Module, path: str, strict_loss: bool = True, assign: bool = False) -> None:
     """Copy a checkpoint (ours or the original's) into ``speaker_net``; every tensor must match.
 
     With ``strict_loss=False`` (evaluation, embedding) the AAM weight ``__L__.*`` is neither
-    required nor loaded, so a model built with another ``nClasses`` still loads.
+    required nor loaded, so a model built with another ``nClasses`` still loads. With ``assign`` the
+    checkpoint's tensors become the parameters instead of being copied (for a model built on the
+    meta device).
     """
     saved = read_state_dict(path)
     own = speaker_net.state_dict()
@@ -157,7 +159,7 @@ def load_weights(speaker_net: nn.Module, path: str, strict_loss: bool = True) ->
                         + _shape_hint(name, saved[name].shape, own[name].shape))
     if problems:
         raise CheckpointError(f"checkpoint {path!r} does not fit the model:\n  " + "\n  ".join(problems))
-    speaker_net.load_state_dict(saved, strict=strict_loss)
+    speaker_net.load_state_dict(saved, strict=strict_loss, assign=assign)
 
 
 def save_weights(speaker_net: nn.Module, path: str) -> None:

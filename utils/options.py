@@ -110,7 +110,11 @@ OPTIONS: List[Option] = [
     _o("lr_decay", float, 0.9, "StepLR gamma", OPTIM),
     _o("weight_decay", float, 0.01, "AdamW weight decay (torch default, as the original)", OPTIM),
     _o("pretrained_model_path", optional_str, None,
-       "pre-trained WavLM: Microsoft .pt or Hugging Face folder / config.json", MODEL),
+       "pre-trained WavLM: Microsoft .pt, Hugging Face folder / config.json, or a known name downloaded on first "
+       "use (wavlm-base-plus, wavlm-large, microsoft/wavlm-base-plus, microsoft/wavlm-large)", MODEL),
+    _o("model_cache", optional_str, None,
+       "folder of downloaded pre-trained models (default $XDG_CACHE_HOME/wavlm_ssl_sv or ~/.cache/wavlm_ssl_sv)",
+       MODEL),
     _o("weight_finetuning_reg", float, 0.001, "weight of the L2 pull towards the pre-trained weights", OPTIM),
     _o("LLRD_factor", float, 1.0, "layer-wise LR decay: layer i gets LR_Transformer*LLRD_factor**i", OPTIM),
     _o("LR_Transformer", float, 2e-5, "learning rate of the transformer layers", OPTIM),

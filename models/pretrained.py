@@ -1,0 +1,83 @@
+"""Pre-trained WavLM models known by name, downloaded into a cache folder on first use.
+
+``--pretrained_model_path`` takes a path, or one of the names of :data:`KNOWN_MODELS`: Microsoft's
+checkpoints (``wavlm-base-plus``, ``wavlm-large``; the published system starts from WavLM Base+) or
+the Hugging Face repositories (``microsoft/wavlm-base-plus``, ``microsoft/wavlm-large``). A name is
+downloaded once into ``CACHE/<name>/`` (:func:`cache_folder`); later runs read the cached files.
+
+Every file's SHA-256 lives in this table. None of them could be verified from the machine this was
+written on (it reaches no model host), so every entry is None: such a file is downloaded without a
+check and its digest is logged for you to compare with the one its host publishes. Fill in a digest
+here and every later download is checked against it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from utils.download import cached_download
+
+CACHE_ENV = "XDG_CACHE_HOME"
+CACHE_NAME = "wavlm_ssl_sv"
+
+# Microsoft's download links from the WavLM README (github.com/microsoft/unilm, wavlm/README.md); the
+# shared-access signature in the query is part of the published link (valid until 2033-03-02).
+_AZURE = "https://valle.blob.core.windows.net/share/wavlm/{}?sv=2020-08-04&st=2023-03-01T07%3A51%3A05Z" \
+         "&se=2033-03-02T07%3A51%3A00Z&sr=c&sp=rl&sig=QJXmSJG9DbMKf48UDIU1MfzIro8HQOf3sqlNXiflY1I%3D"
+_HUGGING_FACE = "https://huggingface.co/{}/resolve/main/{}"
+_HF_FILES = ("config.json", "preprocessor_config.json", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    sha256: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """Files of one model, and the file (or ``""``: the folder) that the WavLM loader is given."""
+
+    files: Tuple[RemoteFile, ...]
+    entry: str = ""
+
+
+def _microsoft(file_name: str) -> KnownModel:
+    return KnownModel((RemoteFile(file_name, _AZURE.format(file_name)),), entry=file_name)
+
+
+def _hugging_face(repo: str) -> KnownModel:
+    return KnownModel(tuple(RemoteFile(name, _HUGGING_FACE.format(repo, name)) for name in _HF_FILES))
+
+
+KNOWN_MODELS: Dict[str, KnownModel] = {
+    "wavlm-base-plus": _microsoft("WavLM-Base+.pt"),
+    "wavlm-large": _microsoft("WavLM-Large.pt"),
+    "microsoft/wavlm-base-plus": _hugging_face("microsoft/wavlm-base-plus"),
+    "microsoft/wavlm-large": _hugging_face("microsoft/wavlm-large"),
+}
+
+
+def cache_folder(model_cache: Optional[str] = None) -> str:
+    """``model_cache``, else ``$XDG_CACHE_HOME/wavlm_ssl_sv``, else ``~/.cache/wavlm_ssl_sv``."""
+    if model_cache:
+        return model_cache
+    return os.path.join(os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache"), CACHE_NAME)
+
+
+def resolve_pretrained(path_or_name: str, model_cache: Optional[str] = None) -> str:
+    """A local path for ``--pretrained_model_path``.
+
+    An existing file or folder is used as it is; a known name is downloaded into the cache folder on
+    first use and its cached path returned; anything else is returned unchanged (the loader then says
+    that it does not exist).
+    """
+    known = KNOWN_MODELS.get(path_or_name)
+    if known is None or os.path.exists(path_or_name):
+        return path_or_name
+    folder = os.path.join(cache_folder(model_cache), *path_or_name.split("/"))
+    for remote in known.files:
+        cached_download(remote.url, os.path.join(folder, remote.name), remote.sha256)
+    return os.path.join(folder, known.entry) if known.entry else folder
