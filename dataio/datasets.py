@@ -148,14 +148,23 @@ class AudioFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tuple[int, Optional[Tensor], Tensor]:
-        audio = read_audio(self.paths[index])
-        whole = torch.from_numpy(pad_short_file(audio, self.paths[index]))
-        if self.crops is None:
-            return index, None, whole
-        crops = crop_audio(audio, self.crops.eval_frames, evalmode=True, num_eval=self.crops.num_eval)
-        if self.max_samples > 0:
-            whole = whole[:self.max_samples]
-        return index, torch.from_numpy(crops).float(), whole
+        return (index, *evaluation_views(read_audio(self.paths[index]), self.paths[index], self.crops,
+                                         self.max_samples))
+
+
+def evaluation_views(audio: np.ndarray, name: str, crops: Optional[CropSpec] = None,
+                     max_samples: int = 0) -> Tuple[Optional[Tensor], Tensor]:
+    """A 16 kHz signal's evaluation views, as :class:`AudioFiles` gives a file's: ``(crops or None, whole)``, float32.
+
+    ``name`` (the file, or a description of the signal) is named in the warning for a too short signal.
+    """
+    whole = torch.from_numpy(pad_short_file(audio, name))
+    if crops is None:
+        return None, whole
+    cropped = crop_audio(audio, crops.eval_frames, evalmode=True, num_eval=crops.num_eval)
+    if max_samples > 0:
+        whole = whole[:max_samples]
+    return torch.from_numpy(cropped).float(), whole
 
 
 class test_dataset_loader(AudioFiles):

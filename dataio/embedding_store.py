@@ -3,16 +3,19 @@
 Format (the original's): ``torch.save`` of a ``Dict[str, Tensor]``; key = the last three parts of
 the audio path (``id00012/21Uxsk56VDQ/00001.wav``), value = one embedding of shape ``(1, D)``
 (``(D,)`` is accepted on reading). The dict's order is the file order used by every consumer.
+The same embeddings can be written as a Kaldi archive and index (``ark`` / ``scp``) for Kaldi-style tools.
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import PurePath
 from typing import Dict, Iterable, List, Tuple
 
+import kaldiio
 import torch
 
-from utils.atomic import atomic_torch_save
+from utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
 from utils.errors import InputError
 
 _FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
@@ -85,3 +88,29 @@ def save_embeddings(embeddings: Dict[str, torch.Tensor], path: str | os.PathLike
     """Write ``embeddings`` atomically, each value as its own contiguous (1, D) float32 CPU tensor."""
     keys, matrix = _validated_matrix(embeddings.items(), f"embeddings for {os.fspath(path)!r}")
     atomic_torch_save({key: matrix[i:i + 1].clone() for i, key in enumerate(keys)}, path)
+
+
+def kaldi_scp_path(ark_path: str | os.PathLike) -> str:
+    """The index written beside a Kaldi archive: ``emb.ark`` -> ``emb.scp``."""
+    return os.path.splitext(os.fspath(ark_path))[0] + ".scp"
+
+
+def save_embeddings_kaldi(embeddings: Dict[str, torch.Tensor], ark_path: str | os.PathLike) -> str:
+    """Write ``embeddings`` as a Kaldi binary archive of float32 vectors and its ``.scp`` index; returns the index.
+
+    Both are written atomically; the index names the archive as ``ark_path`` is given. Keys must hold no
+    whitespace (Kaldi's key syntax).
+    """
+    source = f"embeddings for {os.fspath(ark_path)!r}"
+    keys, matrix = _validated_matrix(embeddings.items(), source)
+    spaced = [key for key in keys if not key or any(c.isspace() for c in key)]
+    if spaced:
+        raise InputError(f"{source}: key {spaced[0]!r} holds whitespace, which a Kaldi key cannot")
+    index = io.StringIO()
+    with atomic_open(ark_path, "wb") as handle:
+        kaldiio.save_ark(handle, {key: matrix[i].numpy() for i, key in enumerate(keys)}, scp=index)
+    # kaldiio names the archive by the temporary file it wrote; keep its offsets, name the final file.
+    offsets = [line.rsplit(":", 1)[1] for line in index.getvalue().splitlines()]
+    scp_path = kaldi_scp_path(ark_path)
+    atomic_write_text(scp_path, "".join(f"{key} {os.fspath(ark_path)}:{at}\n" for key, at in zip(keys, offsets)))
+    return scp_path

@@ -109,6 +109,7 @@ def embed_files(
     max_samples: int = 0,
     num_workers: int = 0,
     desc: str = "Embedding",
+    train_mode: bool = False,
 ) -> FileEmbeddings:
     """Embed every file of ``paths`` (whole file, plus crops when ``crops`` is given) in length-sorted batches.
 
@@ -116,12 +117,14 @@ def embed_files(
     forward, their whole files as :meth:`BatchedEncoder.embed` allows. Memory: WavLM Base+'s first
     convolution holds 512 channels at 1/5 of the sample rate, about 0.8 GB (float32) per file of
     15 crops of 4 s, so 16 files per step peak near 13 GB of GPU memory in that layer. A file that
-    cannot be read or embedded raises an error naming it.
+    cannot be read or embedded raises an error naming it. The encoder runs in evaluation mode unless
+    ``train_mode`` (the original's ``--generate_embeddings``, docs/method.md §10: dropout and layer drop
+    active, drawn from torch's global generator).
     """
     if not paths:
         raise ValueError("embed_files needs at least one file")
     was_training = encoder.training
-    encoder.eval()
+    encoder.train(train_mode)
     runner = BatchedEncoder(encoder, device)
     cap = max_samples if crops is not None else 0
     lengths = [header_length(path, cap) for path in progress_bar(paths, desc="Reading audio headers", unit="file",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -74,6 +74,14 @@ def fused_cohort_statistics(vectors: Tensor, cohort: Tensor, top_k: int, mean: O
     return CohortStatistics(statistics.mean.double(), statistics.std.double())
 
 
+def trial_indices(trials: TrialList, files: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """(enrolment, test) positions in ``files`` of every trial's two files."""
+    index = {name: i for i, name in enumerate(files)}
+    enroll = np.fromiter((index[name] for name in trials.enroll), dtype=np.int64, count=len(trials))
+    test = np.fromiter((index[name] for name in trials.test), dtype=np.int64, count=len(trials))
+    return enroll, test
+
+
 @dataclass
 class TrialScores:
     """Scores of a trial list: ``fused`` (the reported score) and its two halves, in trial order."""
@@ -90,9 +98,7 @@ def score_trials(trials: TrialList, files: Sequence[str], crops: Tensor, whole: 
     With ``cohort`` (C, D) the fused score is AS-normalised with ``top_k`` cohort scores per file;
     the crop-only and whole-only halves are reported raw (diagnostics, as the original's VEER_S1/S2).
     """
-    index = {name: i for i, name in enumerate(files)}
-    enroll = np.fromiter((index[name] for name in trials.enroll), dtype=np.int64, count=len(trials))
-    test = np.fromiter((index[name] for name in trials.test), dtype=np.int64, count=len(trials))
+    enroll, test = trial_indices(trials, files)
     vectors = scoring_vectors(crops, whole, mean)
     half = vectors.shape[1] // 2
     fused = pair_scores(vectors, enroll, test)
@@ -118,6 +124,8 @@ class EvalResult:
     eer_crops: Optional[float] = None
     eer_whole: Optional[float] = None
     score_norm: str = "none"
+    eer_threshold: Optional[float] = None
+    """The score at the EER point: accept a trial when its score is at least this."""
 
     def line(self) -> str:
         """One line with everything needed to tell results apart (list, trial count, p_targets)."""
@@ -140,16 +148,24 @@ def measure(scores: TrialScores, trials: TrialList, checkpoint: str, p_target: f
     p_targets = tuple(dict.fromkeys((p_target, SECOND_P_TARGET)))
     main = compute_eer_mindcf(scores.fused, trials.labels, p_targets=p_targets, c_miss=c_miss, c_fa=c_fa)
     result.n_target, result.n_nontarget = main["n_target"], main["n_nontarget"]
-    result.eer, result.min_dcf = main["eer"], dict(main["min_dcf"])
+    result.eer, result.min_dcf, result.eer_threshold = main["eer"], dict(main["min_dcf"]), main["eer_threshold"]
     result.eer_crops = compute_eer_mindcf(scores.crops, trials.labels, p_targets=(p_target,))["eer"]
     result.eer_whole = compute_eer_mindcf(scores.whole, trials.labels, p_targets=(p_target,))["eer"]
     return result
 
 
-def write_scores(path: str, scores: np.ndarray, trials: TrialList) -> None:
-    """One ``SCORE LABEL ENROLL TEST`` line per trial (``SCORE ENROLL TEST`` for an unlabelled list), atomically."""
+SCORE_FORMATS = ("original", "kaldi")
+
+
+def write_scores(path: str, scores: np.ndarray, trials: TrialList, score_format: str = "original") -> None:
+    """One line per trial, atomically: ``SCORE LABEL ENROLL TEST`` (``SCORE ENROLL TEST`` for an unlabelled list),
+    or Kaldi's ``ENROLL TEST SCORE`` with ``score_format='kaldi'``."""
+    if score_format not in SCORE_FORMATS:
+        raise ValueError(f"score_format must be one of {SCORE_FORMATS}, got {score_format!r}")
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        if trials.labels is None:
+        if score_format == "kaldi":
+            handle.writelines(f"{e} {t} {s:.8f}\n" for s, e, t in zip(scores.tolist(), trials.enroll, trials.test))
+        elif trials.labels is None:
             handle.writelines(f"{s:.8f} {e} {t}\n" for s, e, t in zip(scores.tolist(), trials.enroll, trials.test))
         else:
             handle.writelines(f"{s:.8f} {label} {e} {t}\n" for s, label, e, t
