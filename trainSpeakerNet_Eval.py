@@ -14,7 +14,13 @@ Embedding (docs/method.md §1 step 4):
     python trainSpeakerNet_Eval.py --config ... --generate_embeddings --embeddings_path emb.pt
 Every file of ``--train_list`` under ``--train_path``, whole utterance, one (1, nOut) float32
 embedding per file keyed by its last three path parts: the input of ``pseudo_labeling.py``.
-Weights: ``--initial_model``, else the newest checkpoint of ``save_path/model``.
+Weights: ``--initial_model``, else the newest checkpoint of ``save_path/model``. The original embeds in
+training mode (dropout and layer drop active), which ``--embedding_mode train`` (the default) reproduces
+with its random draws seeded by ``--seed``; ``--embedding_mode eval`` embeds in evaluation mode
+(docs/method.md §10).
+
+``--initial_model`` may be a speaker model file (scripts/export_model.py): it needs no
+``--pretrained_model_path``. ``--score_format kaldi`` writes the scores as Kaldi's ``ENROLL TEST SCORE``.
 
 Everything a run reads (lists, audio files, cohort, checkpoints) is checked before the model is built.
 """
@@ -34,6 +40,7 @@ from dataio.datasets import CropSpec
 from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
 from dataio.lists import read_train_list
 from dataio.trials import check_trial_files, check_trial_labels, read_trial_list
+from models.speaker_file import is_speaker_model, load_speaker_model
 from scoring import plots
 from scoring.embedding import embed_files
 from scoring.scoring import SECOND_P_TARGET, measure, score_trials, write_scores
@@ -56,11 +63,31 @@ def stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def load_encoder(net: SpeakerNet, weights: str) -> torch.nn.Module:
-    """Load ``weights`` into ``net`` (the AAM weight is not needed) and return its encoder."""
-    checkpoints.load_weights(net, weights, strict_loss=False)
-    logger.info("Loaded %s", weights)
-    return net.__S__
+class EncoderLoader:
+    """The encoder of a checkpoint: a speaker model file carries its own (and needs no --pretrained_model_path);
+    a training checkpoint is loaded into one SpeakerNet, built on first use (the AAM weight is not needed)."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.args = args
+        self.device = device
+        self.net: Optional[SpeakerNet] = None
+
+    def __call__(self, weights: str) -> torch.nn.Module:
+        if is_speaker_model(weights):
+            content = load_speaker_model(weights)
+            ours = (self.args.eval_frames, self.args.num_eval, self.args.max_eval_samples)
+            stored = content.protocol
+            if ours != (stored.eval_frames, stored.num_eval, stored.max_eval_samples) or not stored.whole_file:
+                logger.warning("%s was exported with the protocol %s; this evaluation uses its options: "
+                               "eval_frames=%d, num_eval=%d, max_eval_samples=%d and the whole file", weights, stored,
+                               *ours)
+            logger.info("Loaded speaker model %s", weights)
+            return content.encoder.to(self.device)
+        if self.net is None:
+            self.net = SpeakerNet(**vars(self.args)).to(self.device)
+        checkpoints.load_weights(self.net, weights, strict_loss=False)
+        logger.info("Loaded %s", weights)
+        return self.net.__S__
 
 
 def checkpoints_to_evaluate(args: argparse.Namespace) -> List[Tuple[str, str]]:
@@ -125,9 +152,9 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> None:
     print(f"Trial list {args.test_list}: {len(trials)} trials over {len(files)} files"
           f"{'' if trials.has_labels else ' (no labels: scores only)'}; minDCF p_target "
           f"{args.dcf_p_target:g} and {SECOND_P_TARGET:g}; score norm {norm}", flush=True)
-    net = SpeakerNet(**vars(args)).to(device)
+    load_encoder = EncoderLoader(args, device)
     for name, weights in selected:
-        encoder = load_encoder(net, weights)
+        encoder = load_encoder(weights)
         embeddings = embed_files(encoder, paths, device, args.eval_batch_size,
                                  crops=CropSpec(args.eval_frames, args.num_eval),
                                  max_samples=args.max_eval_samples, num_workers=args.nDataLoaderThread,
@@ -138,7 +165,7 @@ def run_eval(args: argparse.Namespace, device: torch.device) -> None:
                               top_k=args.asnorm_top_k)
         tag = f"{name}_{list_name}"
         result = measure(scores, trials, name, args.dcf_p_target, args.dcf_c_miss, args.dcf_c_fa, norm)
-        write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials)
+        write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials, args.score_format)
         det_plot = None
         if trials.labels is not None and args.plots:
             title = f"{name} on {list_name}"
@@ -186,9 +213,12 @@ def run_generate_embeddings(args: argparse.Namespace, device: torch.device) -> N
         weights = newest[1]
     elif not os.path.isfile(weights):
         raise InputError(f"--initial_model {weights!r} does not exist")
-    encoder = load_encoder(SpeakerNet(**vars(args)).to(device), weights)
+    encoder = EncoderLoader(args, device)(weights)
+    train_mode = args.embedding_mode == "train"
+    if train_mode:
+        torch.manual_seed(args.seed)  # dropout and layer drop draw from it: the same embeddings on every run
     embeddings = embed_files(encoder, paths, device, args.eval_batch_size, num_workers=args.nDataLoaderThread,
-                             desc="Embedding the train list")
+                             desc=f"Embedding the train list ({args.embedding_mode} mode)", train_mode=train_mode)
     save_embeddings({key: embeddings.whole[i:i + 1] for i, key in enumerate(keys)}, args.embeddings_path)
     print(f"Wrote {len(keys)} embeddings of size {embeddings.whole.shape[1]} from {weights} to "
           f"{args.embeddings_path} ({len(keys) / max(embeddings.seconds, 1e-9):.1f} files/s)", flush=True)

@@ -140,7 +140,8 @@ def test_generate_embeddings_feeds_pseudo_labeling(setup, tmp_path):
     import pseudo_labeling
 
     out = str(tmp_path / "emb.pt")
-    cli.main(setup["common"] + ["--generate_embeddings", "--embeddings_path", out, "--eval_batch_size", "4"])
+    cli.main(setup["common"] + ["--generate_embeddings", "--embeddings_path", out, "--eval_batch_size", "4",
+                                "--embedding_mode", "eval"])
     stored = torch.load(out, weights_only=True)
     assert list(stored) == setup["rel"]  # keys: the last three path parts, in train-list order
     assert all(v.shape == (1, 16) and v.dtype == torch.float32 for v in stored.values())
@@ -156,6 +157,19 @@ def test_generate_embeddings_feeds_pseudo_labeling(setup, tmp_path):
     assert status == 0
     with open(labels) as handle:
         assert [line.split()[1] for line in handle] == setup["rel"]
+
+
+def test_generate_embeddings_in_train_mode_is_stochastic_but_reproducible(setup, tmp_path):
+    """The original's quirk (docs/method.md §10): dropout and layer drop on, drawn from a generator seeded by --seed."""
+    runs = {}
+    for name, extra in (("train", []), ("again", []), ("eval", ["--embedding_mode", "eval"])):
+        out = str(tmp_path / f"{name}.pt")
+        cli.main(setup["common"] + ["--generate_embeddings", "--embeddings_path", out, *extra])
+        runs[name] = load_embeddings(out)[1]
+    assert torch.equal(runs["train"], runs["again"])
+    difference = (runs["train"] - runs["eval"]).abs().max() / runs["eval"].abs().max()
+    print(f"train vs eval mode embeddings: max relative difference {difference:.3f}")
+    assert difference > 1e-3
 
 
 def test_generate_embeddings_without_weights_is_a_clear_error(setup, tmp_path):

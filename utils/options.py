@@ -65,6 +65,7 @@ class Option:
     group: str
     choices: Optional[Sequence[Any]] = None
     positional: bool = False  # a required argument given by position (pseudo_labeling.py's files)
+    nargs: Optional[str] = None  # a positional's argparse nargs, e.g. "+" for one or more files
 
 
 def _o(name: str, type_: Callable[[Any], Any], default: Any, help_: str, group: str, **kw: Any) -> Option:
@@ -136,6 +137,9 @@ OPTIONS: List[Option] = [
     _o("eval", str2bool, False, "evaluate on --test_list and exit", EVAL),
     _o("generate_embeddings", str2bool, False, "embed every file of --train_list into --embeddings_path", EVAL),
     _o("embeddings_path", optional_str, None, "output of --generate_embeddings (torch.save of a dict)", EVAL),
+    _o("embedding_mode", str, "train",
+       "--generate_embeddings: 'train' keeps dropout and layer drop on, seeded by --seed (the original's quirk), "
+       "'eval' = evaluation mode", EVAL, choices=("train", "eval")),
     _o("num_eval", integer, 15, "evaluation crops per file", EVAL),
     _o("max_eval_samples", integer, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap", EVAL),
     _o("eval_batch_size", integer, 16, "files embedded per forward pass during evaluation", EVAL),
@@ -150,6 +154,9 @@ OPTIONS: List[Option] = [
     _o("dcf_p_target", float, 0.05, "p_target of the first minDCF (the second uses 0.01)", EVAL),
     _o("dcf_c_miss", float, 1.0, "cost of a missed detection", EVAL),
     _o("dcf_c_fa", float, 1.0, "cost of a false alarm", EVAL),
+    _o("score_format", str, "original",
+       "--eval scores file: 'original' = SCORE LABEL ENROLL TEST lines, 'kaldi' = ENROLL TEST SCORE lines", EVAL,
+       choices=("original", "kaldi")),
     # load and save
     _o("initial_model", optional_str, None, "start from this checkpoint (ours or the original's layout)", IO),
     _o("trust_checkpoint", str2bool, False,
@@ -191,7 +198,7 @@ def build_parser(description: str, options: Sequence[Option] = OPTIONS) -> argpa
     for opt in options:
         group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
         if opt.positional:
-            group.add_argument(opt.name, type=opt.type, help=opt.help)
+            group.add_argument(opt.name, type=opt.type, help=opt.help, nargs=opt.nargs)
             continue
         help_text = f"{opt.help} (default: {opt.default})"
         if opt.type is str2bool:
