@@ -13,8 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from demo.corpus import (AUDIO_SUFFIXES, build_fsdd_corpus, link_speaker_files, make_trials, scan_corpus,
-                         split_by_session, split_by_speaker, write_train_list, write_trials)
+from demo.corpus import (
+    AUDIO_SUFFIXES,
+    build_fsdd_corpus,
+    link_speaker_files,
+    make_trials,
+    scan_corpus,
+    split_by_session,
+    split_by_speaker,
+    write_train_list,
+    write_trials,
+)
 from demo.noise import make_musan_like, make_rirs
 from demo.standin import save_standin_checkpoint
 
