@@ -197,26 +197,27 @@ class Plan:
     def script(self, name: str) -> List[str]:
         return [self.python, str(REPO / name)]
 
+    def processes(self, name: str) -> List[str]:
+        """``name`` in ``nproc_per_node`` processes through torchrun (with --distributed), or in this one."""
+        if self.nproc_per_node == 1:
+            return self.script(name)
+        return [self.python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc_per_node}",
+                str(REPO / name), "--distributed", "true"]
+
     def train_command(self, config: Path, train_list: Path, save_path: Path,
                       initial_model: Optional[str] = None) -> List[str]:
-        launcher = self.script("trainSpeakerNet.py")
-        distributed: List[str] = []
-        if self.nproc_per_node > 1:
-            launcher = [self.python, "-m", "torch.distributed.run", "--standalone",
-                        f"--nproc_per_node={self.nproc_per_node}", str(REPO / "trainSpeakerNet.py")]
-            distributed = ["--distributed", "true"]
         initial = ["--initial_model", initial_model] if initial_model else []
-        return [*launcher, "--config", str(config), "--train_list", str(train_list), "--save_path", str(save_path),
-                *initial, *distributed, *self.options]
+        return [*self.processes("trainSpeakerNet.py"), "--config", str(config), "--train_list", str(train_list),
+                "--save_path", str(save_path), *initial, *self.options]
 
     def eval_command(self, config: Path, save_path: Path) -> List[str]:
-        return [*self.script("trainSpeakerNet_Eval.py"), "--config", str(config), "--eval", "--save_path",
+        return [*self.processes("trainSpeakerNet_Eval.py"), "--config", str(config), "--eval", "--save_path",
                 str(save_path), *self.options]
 
     def embed_command(self, k: int) -> List[str]:
-        return [*self.script("trainSpeakerNet_Eval.py"), "--config", str(self.round_config), "--generate_embeddings",
-                "--train_list", str(self.pseudo_labels(k)), "--save_path", str(self.round_dir(k)),
-                "--embeddings_path", str(self.embeddings(k)), *self.options]
+        return [*self.processes("trainSpeakerNet_Eval.py"), "--config", str(self.round_config),
+                "--generate_embeddings", "--train_list", str(self.pseudo_labels(k)), "--save_path",
+                str(self.round_dir(k)), "--embeddings_path", str(self.embeddings(k)), *self.options]
 
     def pseudo_label_command(self, k: int) -> List[str]:
         return [*self.script("pseudo_labeling.py"), str(self.embeddings(k - 1)), str(self.pseudo_labels(k)),
@@ -379,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Ward AHC groups of the centroids, i.e. pseudo-labels; 0 skips AHC "
                              "[7500 | 8; with --data: required]")
     parser.add_argument("--nproc_per_node", type=int, default=1,
-                        help="training processes (GPUs) on this machine; >1 launches trainSpeakerNet.py through "
-                             "torch.distributed.run with --distributed [1]")
+                        help="processes (GPUs) on this machine; >1 launches training, evaluation and embedding "
+                             "through torch.distributed.run with --distributed [1]")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="option passed to every trainSpeakerNet.py / trainSpeakerNet_Eval.py call, e.g. "
                              "--set train_path=data/voxceleb2 (repeatable; beats the YAML)")

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
 from dataio.audio import header_problem
+from dataio.embedding_store import embedding_key
 from utils.errors import InputError
 from utils.progress import progress_bar
 from utils.textfile import read_text_lines
@@ -45,6 +46,27 @@ def read_train_list(train_list: str) -> Tuple[List[str], List[str], List[int]]:
         logger.warning("%s: %d lines list a file already listed (first: line %d repeats line %d); each line is "
                        "used, so those files count more than once per epoch", train_list, len(repeats), *repeats[0])
     return labels, paths, line_numbers
+
+
+def listed_files(train_list: str, train_path: str) -> Tuple[List[str], List[str]]:
+    """(paths under ``train_path``, embedding keys) of the list's files, each key once, in list order.
+
+    A file listed again is embedded once (logged); a missing file is an error naming its line.
+    """
+    _, relative, line_numbers = read_train_list(train_list)
+    paths, keys, seen = [], [], set()
+    for rel, number in zip(relative, line_numbers):
+        path = os.path.join(train_path, rel)
+        if not os.path.isfile(path):
+            raise InputError(f"{train_list}:{number}: {path} does not exist (train_path {train_path!r})")
+        key = embedding_key(path)
+        if key in seen:
+            logger.warning("%s:%d: %s is listed again; it is embedded once", train_list, number, key)
+            continue
+        seen.add(key)
+        paths.append(path)
+        keys.append(key)
+    return paths, keys
 
 
 def check_listed_files(train_list: str, paths: Sequence[str], line_numbers: Sequence[int], train_path: str) -> None:

@@ -22,7 +22,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from dataio.audio import header_length
 from dataio.datasets import AudioFiles, CropSpec
 from models.wavlm import WavLM
+from utils.distributed import gather_objects, get_rank, get_world_size
 from utils.errors import InputError
 from utils.progress import progress_bar
 
@@ -109,7 +110,7 @@ def embed_files(
     max_samples: int = 0,
     num_workers: int = 0,
     desc: str = "Embedding",
-    train_mode: bool = False,
+    train_seeds: Optional[Sequence[int]] = None,
 ) -> FileEmbeddings:
     """Embed every file of ``paths`` (whole file, plus crops when ``crops`` is given) in length-sorted batches.
 
@@ -118,13 +119,16 @@ def embed_files(
     convolution holds 512 channels at 1/5 of the sample rate, about 0.8 GB (float32) per file of
     15 crops of 4 s, so 16 files per step peak near 13 GB of GPU memory in that layer. A file that
     cannot be read or embedded raises an error naming it. The encoder runs in evaluation mode unless
-    ``train_mode`` (the original's ``--generate_embeddings``, docs/method.md §10: dropout and layer drop
-    active, drawn from torch's global generator).
+    ``train_seeds`` (one per file) are given: then dropout and layer drop are active, as in the original's
+    ``--generate_embeddings`` (docs/method.md §10), and each whole file is embedded alone with torch's
+    generators seeded with its seed, so its embedding depends on nothing else (batch, order, process).
     """
     if not paths:
         raise ValueError("embed_files needs at least one file")
+    if train_seeds is not None and (crops is not None or len(train_seeds) != len(paths)):
+        raise ValueError("train_seeds: one seed per file, and whole files only")
     was_training = encoder.training
-    encoder.train(train_mode)
+    encoder.train(train_seeds is not None)
     runner = BatchedEncoder(encoder, device)
     cap = max_samples if crops is not None else 0
     lengths = [header_length(path, cap) for path in progress_bar(paths, desc="Reading audio headers", unit="file",
@@ -143,8 +147,14 @@ def embed_files(
                         rows_of_all = runner.embed([row for _, c, _ in items for row in c])
                         for index, rows in zip(indices, rows_of_all.split(crops.per_file)):
                             crop_out[index] = rows
-                    for index, row in zip(indices, runner.embed([w for _, _, w in items])):
-                        whole[index] = row
+                    if train_seeds is None:
+                        for index, row in zip(indices, runner.embed([w for _, _, w in items])):
+                            whole[index] = row
+                    else:
+                        for index, _, waveform in items:
+                            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                                torch.manual_seed(train_seeds[index])
+                                whole[index] = runner.embed([waveform])[0]
                 except torch.OutOfMemoryError as err:
                     raise InputError(f"out of memory embedding {len(items)} files at once: lower the files "
                                      f"per step (--eval_batch_size, now {batch_size})") from err
@@ -162,3 +172,35 @@ def embed_files(
         seconds=time.perf_counter() - start,
         forwards=runner.forwards,
     )
+
+
+def embed_across_processes(encoder: nn.Module, paths: Sequence[str], device: torch.device, batch_size: int,
+                           train_seed: Optional[int] = None, **options: Any) -> Optional[FileEmbeddings]:
+    """:func:`embed_files` of ``paths``, shared among the processes of a torchrun group.
+
+    Process r embeds files r, r + W, r + 2W, ... (W processes) and the main process gathers them back
+    into the order of ``paths``; it returns the embeddings, the others None. Each file is embedded as
+    it would be alone, so the result equals one process's. ``train_seed`` embeds in training mode, file
+    i with the seed ``train_seed + i``. ``seconds`` is the main process's wall time.
+    """
+    rank, world = get_rank(), get_world_size()
+    share = list(range(rank, len(paths), world))
+    seeds = None if train_seed is None else [train_seed + index for index in share]
+    started = time.perf_counter()
+    mine = embed_files(encoder, [paths[i] for i in share], device, batch_size, train_seeds=seeds, **options) \
+        if share else None
+    if world == 1:
+        return mine
+    parts = gather_objects(None if mine is None else (share, mine.whole, mine.crops, mine.forwards))
+    if parts is None:
+        return None
+    parts = [part for part in parts if part is not None]
+    dim = parts[0][1].shape[1]
+    whole = torch.empty(len(paths), dim)
+    crops = None if parts[0][2] is None else torch.empty(len(paths), parts[0][2].shape[1], dim)
+    for indices, part_whole, part_crops, _ in parts:
+        whole[indices] = part_whole
+        if crops is not None:
+            crops[indices] = part_crops
+    return FileEmbeddings(whole=whole, crops=crops, seconds=time.perf_counter() - started,
+                          forwards=sum(part[3] for part in parts))

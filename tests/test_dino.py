@@ -326,6 +326,18 @@ def test_eval_scores_a_trial_list_with_the_teacher(two_epoch_run, tiny_corpus, t
         trainDINO.main(dino_argv(tiny_corpus, save_path, "--eval", "--generate_embeddings"))
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--channels", "20", "--channels must be a multiple of 8 .the Res2Net scale., got 20"),
+    ("--teacher_temp", "0", "--teacher_temp must be positive, got 0.0"),
+    ("--teacher_momentum", "1.5", r"--teacher_momentum must lie in \[0, 1\], got 1.5"),
+    ("--batch_size", "0", "--batch_size must be at least 1, got 0"),
+])
+def test_unusable_options_are_input_errors_naming_the_option(tiny_corpus, tmp_path, option, value, message):
+    with pytest.raises(InputError, match=message):
+        trainDINO.main(dino_argv(tiny_corpus, str(tmp_path / "exp"), option, value))
+    assert not os.path.exists(tmp_path / "exp")
+
+
 # ----- two processes under torchrun -----
 
 WRAPPER = """

@@ -19,6 +19,7 @@ import pytest
 import soundfile
 import torch
 
+import scoring.evaluate
 import training.loop
 import trainSpeakerNet
 import trainSpeakerNet_Eval
@@ -194,7 +195,7 @@ def test_resume_with_no_readable_checkpoint_is_an_error(tiny_argv, tmp_path):
 
 def test_embeddings_path_under_a_file_fails_before_embedding(tiny_argv, tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
-    monkeypatch.setattr(trainSpeakerNet_Eval, "embed_files", lambda *a, **k: pytest.fail("embedded anyway"))
+    monkeypatch.setattr(scoring.evaluate, "embed_across_processes", lambda *a, **k: pytest.fail("embedded anyway"))
     with pytest.raises(InputError, match=r"cannot write --embeddings_path .*file/e.pt: .*file is a file, not a"):
         trainSpeakerNet_Eval.main(tiny_argv(str(tmp_path / "exp"), "--generate_embeddings",
                                             "--embeddings_path", str(tmp_path / "file" / "e.pt")))
@@ -313,7 +314,7 @@ def test_outputs_follow_the_umask(tmp_path, umask, mode):
 def test_an_all_target_list_is_refused_before_embedding(tiny_argv, tmp_path, monkeypatch):
     trials = tmp_path / "trials.txt"
     trials.write_text("1 a/b/1.wav a/b/2.wav\n1 a/b/1.wav a/b/3.wav\n")
-    monkeypatch.setattr(trainSpeakerNet_Eval, "embed_files", lambda *a, **k: pytest.fail("embedded anyway"))
+    monkeypatch.setattr(scoring.evaluate, "embed_across_processes", lambda *a, **k: pytest.fail("embedded anyway"))
     with pytest.raises(InputError, match="all 2 trials are target trials"):
         trainSpeakerNet_Eval.main(tiny_argv(str(tmp_path / "exp"), "--eval", "--test_list", str(trials)))
     assert not os.path.exists(tmp_path / "exp" / "result")

@@ -125,9 +125,9 @@ def test_dry_run_commands(tmp_path, capsys):
     commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
     assert len(commands) == 9  # 2 x (pseudo-labels, train, eval) + 1 embeddings + LMFT train and eval
     trainings = [c for c in commands if "trainSpeakerNet.py" in c]
-    assert len(trainings) == 3
+    assert len(trainings) == 3 and len([c for c in commands if "trainSpeakerNet_Eval.py" in c]) == 4
     assert all("-m torch.distributed.run --standalone --nproc_per_node=2" in c and "--distributed true" in c
-               for c in trainings)
+               for c in commands if "trainSpeakerNet" in c)
     assert all("--max_epoch 3" in c for c in commands if "trainSpeakerNet" in c)
     assert all("--device cpu" in c and "--n_clusters 50000 --n_clusters_ahc 7500" in c
                for c in commands if "pseudo_labeling.py" in c)

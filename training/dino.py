@@ -43,7 +43,7 @@ from dataio.datasets import worker_init_fn
 from dataio.multicrop import GLOBAL_CROPS, MultiCropDataset
 from loss.dino import DINOLoss, TeacherStatistics
 from models.dino import DINOHead, MultiCropNetwork
-from models.ecapa_tdnn import ECAPATDNN
+from models.ecapa_tdnn import ECAPATDNN, RES2NET_SCALE
 from training.loop import METRICS_FILE, find_start, restore_rng, save_checkpoint
 from training.speaker_net import bf16_autocast_supported
 from utils import checkpoints
@@ -142,6 +142,11 @@ DINO_OPTIONS: List[Option] = [
     _shared("dcf_p_target"),
     _shared("dcf_c_miss"),
     _shared("dcf_c_fa"),
+    _shared("score_norm"),
+    _shared("asnorm_top_k"),
+    _shared("cohort_embeddings"),
+    _shared("subtract_mean"),
+    _shared("score_format"),
     # load and save
     _shared("initial_model", help="start from this DINO checkpoint (student, teacher, centre) at epoch 1, when "
             "save_path/model holds none"),
@@ -153,6 +158,25 @@ DINO_OPTIONS: List[Option] = [
     _shared("musan_path"),
     _shared("rir_path"),
 ]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Option values DINO cannot train or embed with: an InputError naming the option and what it must be."""
+    at_least = {"batch_size": 1, "max_epoch": 1, "test_interval": 1, "global_frames": 1, "local_frames": 1,
+                "local_crops": 0, "warmup_epochs": 0, "teacher_temp_warmup_epochs": 0, "freeze_last_layer": 0,
+                "n_prototypes": 2, "head_hidden_dim": 1, "head_bottleneck_dim": 1, "nOut": 1, "n_mels": 1,
+                "channels": RES2NET_SCALE, "lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0, "clip_grad": 0.0}
+    for name, lowest in at_least.items():
+        if getattr(args, name) < lowest:
+            raise InputError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+    for name in ("student_temp", "teacher_temp", "teacher_temp_warmup"):
+        if getattr(args, name) <= 0:
+            raise InputError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name in ("teacher_momentum", "center_momentum"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name} must lie in [0, 1], got {getattr(args, name)}")
+    if args.channels % RES2NET_SCALE:
+        raise InputError(f"--channels must be a multiple of {RES2NET_SCALE} (the Res2Net scale), got {args.channels}")
 
 
 class DINOModel(nn.Module):

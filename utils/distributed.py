@@ -5,7 +5,7 @@ Outside a process group, rank is 0, world size is 1 and every collective is the 
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -69,6 +69,15 @@ def all_gather_objects(obj: Any) -> List[Any]:
         return [obj]
     gathered: List[Any] = [None] * get_world_size()
     dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_objects(obj: Any, dst: int = 0) -> Optional[List[Any]]:
+    """Every process's ``obj``, in rank order, on process ``dst``; None on the others."""
+    if not is_distributed():
+        return [obj]
+    gathered: Optional[List[Any]] = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
     return gathered
 
 
