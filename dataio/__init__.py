@@ -2,6 +2,6 @@
 
 Audio reading, resampling and crops (``audio``); MUSAN / RIR augmentation (``augment``); training
 lists (``lists``) and trial lists (``trials``); the datasets and batch preparation (``datasets``);
-the training sampler (``sampler``); the embeddings file that links embedding and pseudo-labelling
-(``embedding_store``). Imports only ``utils``.
+the training sampler (``sampler``); DINO's multi-crop views of an utterance (``multicrop``); the
+embeddings file that links embedding and pseudo-labelling (``embedding_store``). Imports only ``utils``.
 """

@@ -4,7 +4,8 @@ A config's ``model:`` names a module under ``models/`` that defines ``MainModel`
 ``Baseline.Spk_Encoder`` resolves to ``spk_encoder``). ``wavlm`` is the backbone, ``wavlm_checkpoint``
 reads Microsoft's and Hugging Face's files, ``pretrained`` downloads them by name, ``mhfa`` is the
 pooling head; ``speaker_file`` is the self-contained file of a trained encoder and ``export`` its
-TorchScript / ONNX copies. Imports only ``utils``.
+TorchScript / ONNX copies; ``ecapa_tdnn`` and ``dino`` are the DINO bootstrap's encoder and head.
+Imports only ``utils``.
 """
 from __future__ import annotations
 
