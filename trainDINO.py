@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import sys
 from typing import Optional, Sequence
 
 import torch
@@ -32,8 +31,8 @@ from scoring.evaluate import check_counts, evaluate, generate_embeddings
 from training.dino import DINO_OPTIONS, DINOModel, check_options, load_teacher_backbone, train
 from training.loop import seed_everything
 from utils.cli import run_cli
-from utils.device import resolve_device
-from utils.distributed import cleanup, get_rank, init_distributed, is_main_process
+from utils.device import device_session
+from utils.distributed import get_rank
 from utils.errors import InputError
 from utils.options import parse_options
 
@@ -53,30 +52,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[DINOModel]:
     check_options(args)
     if args.eval or args.generate_embeddings:
         check_counts(args)
-        device = resolve_device(args.device, args.distributed)
-        if args.distributed:
-            init_distributed(device.type)
-        logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                            format=f"%(asctime)s [rank {get_rank()}] %(message)s", stream=sys.stdout)
-        try:
+    with device_session(args.device, args.distributed) as device:
+        if args.eval or args.generate_embeddings:
             encoder_for = functools.partial(teacher_backbone_on, args, device)
             if args.eval:
                 evaluate(args, device, encoder_for, model_kind="DINO teacher")
             else:
                 generate_embeddings(args, device, encoder_for, model_kind="teacher")
-        finally:
-            cleanup()
-        return None
-    device = resolve_device(args.device, args.distributed)
-    if args.distributed:
-        init_distributed(device.type)
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format=f"%(asctime)s [rank {get_rank()}] %(message)s", stream=sys.stdout)
-    seed_everything(args.seed + get_rank())
-    try:
+            return None
+        seed_everything(args.seed + get_rank())
         return train(args, device)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

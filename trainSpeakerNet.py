@@ -13,15 +13,13 @@ WavLM) is described in training/loop.py.
 """
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Optional, Sequence
 
 from training.loop import seed_everything, train
 from training.speaker_net import SpeakerNet
 from utils.cli import run_cli
-from utils.device import resolve_device
-from utils.distributed import cleanup, get_rank, init_distributed, is_main_process
+from utils.device import device_session
+from utils.distributed import get_rank
 from utils.errors import InputError
 from utils.options import parse_options
 
@@ -32,16 +30,9 @@ def main(argv: Optional[Sequence[str]] = None) -> SpeakerNet:
     if args.eval or args.generate_embeddings:
         raise InputError("trainSpeakerNet.py only trains; for --eval or --generate_embeddings run "
                          "trainSpeakerNet_Eval.py with the same options")
-    device = resolve_device(args.device, args.distributed)
-    if args.distributed:
-        init_distributed(device.type)
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format=f"%(asctime)s [rank {get_rank()}] %(message)s", stream=sys.stdout)
-    seed_everything(args.seed + get_rank())
-    try:
+    with device_session(args.device, args.distributed) as device:
+        seed_everything(args.seed + get_rank())
         return train(args, device)
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

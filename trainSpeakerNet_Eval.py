@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Optional, Sequence
 
 import torch
@@ -43,8 +42,7 @@ from scoring.evaluate import check_counts, evaluate, generate_embeddings
 from training.speaker_net import SpeakerNet
 from utils import checkpoints
 from utils.cli import run_cli
-from utils.device import resolve_device
-from utils.distributed import cleanup, get_rank, init_distributed, is_main_process
+from utils.device import device_session
 from utils.errors import InputError
 from utils.options import parse_options
 
@@ -83,19 +81,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.eval == args.generate_embeddings:
         raise InputError("give exactly one of --eval and --generate_embeddings")
     check_counts(args)
-    device = resolve_device(args.device, args.distributed)
-    if args.distributed:
-        init_distributed(device.type)
-    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
-                        format=f"%(asctime)s [rank {get_rank()}] %(message)s", stream=sys.stdout)
-    encoder_for = EncoderLoader(args, device)
-    try:
+    with device_session(args.device, args.distributed) as device:
+        encoder_for = EncoderLoader(args, device)
         if args.eval:
             evaluate(args, device, encoder_for)
         else:
             generate_embeddings(args, device, encoder_for, train_mode=args.embedding_mode == "train")
-    finally:
-        cleanup()
 
 
 if __name__ == "__main__":

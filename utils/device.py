@@ -1,9 +1,15 @@
-"""Which torch device a script runs on: the ``--device`` option resolved once, the same for every script."""
+"""Which torch device a script runs on: the ``--device`` option resolved once, the same for every script,
+and the process group a ``--distributed`` run joins on it."""
 from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from typing import Iterator
 
 import torch
 
-from utils.distributed import local_rank
+from utils.distributed import cleanup, get_rank, init_distributed, is_main_process, local_rank
 from utils.errors import InputError
 
 
@@ -21,3 +27,19 @@ def resolve_device(name: str, distributed: bool = False) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank() if distributed else torch.cuda.current_device())
     return device
+
+
+@contextlib.contextmanager
+def device_session(name: str, distributed: bool) -> Iterator[torch.device]:
+    """An entry point's run on ``--device name``: under ``--distributed`` the torchrun process group is joined
+    first and left at the end. Logging goes to standard output with the process's rank, at INFO on the
+    main process and WARNING on the others."""
+    device = resolve_device(name, distributed)
+    if distributed:
+        init_distributed(device.type)
+    logging.basicConfig(level=logging.INFO if is_main_process() else logging.WARNING,
+                        format=f"%(asctime)s [rank {get_rank()}] %(message)s", stream=sys.stdout)
+    try:
+        yield device
+    finally:
+        cleanup()
