@@ -1,11 +1,11 @@
 """ECAPA-TDNN on log mel filterbanks (Desplanques et al., INTERSPEECH 2020): the DINO bootstrap's encoder.
 
 Waveforms (B, S) at 16 kHz become 80 log mel energies per 10 ms frame (25 ms window), each band minus
-its mean over the utterance; then a TDNN layer, three SE-Res2Blocks (dilations 2, 3, 4), multi-layer
-feature aggregation (the three blocks' outputs concatenated, 3C channels), attentive statistics
-pooling with global context, batch norm and a linear layer to the embedding. Layer sizes follow
-sslsv's ``ECAPATDNN`` (channels C, C, C, C, 3C; attention and squeeze-excitation bottlenecks of 128;
-Res2Net scale 8).
+its mean over the utterance (``mean_norm``, on by default); then a TDNN layer, three SE-Res2Blocks
+(dilations 2, 3, 4), multi-layer feature aggregation (the three blocks' outputs concatenated, 3C
+channels), attentive statistics pooling with global context, batch norm and a linear layer to the
+embedding. Layer sizes follow sslsv's ``ECAPATDNN`` (channels C, C, C, C, 3C; attention and
+squeeze-excitation bottlenecks of 128; Res2Net scale 8).
 
 The filterbank runs in float32 without autograd even under autocast: it has no parameters, and
 bf16 log energies would lose the quiet bands.
@@ -28,17 +28,23 @@ BOTTLENECK_CHANNELS = 128
 
 
 class LogMelFilterbank(nn.Module):
-    """(B, S) waveforms -> (B, n_mels, frames) log mel energies, 25 ms Hann window, 10 ms hop, mean-normalised."""
+    """(B, S) waveforms -> (B, n_mels, frames) log mel energies, 25 ms Hann window, 10 ms hop.
 
-    def __init__(self, n_mels: int = 80) -> None:
+    With ``mean_norm`` each band's mean over the utterance is subtracted (cepstral mean normalisation in
+    the log mel domain): a fixed channel response then cancels, and so does the speaker's long-term
+    spectrum, which is a strong cue wherever every speaker has a single channel.
+    """
+
+    def __init__(self, n_mels: int = 80, mean_norm: bool = True) -> None:
         super().__init__()
+        self.mean_norm = mean_norm
         self.mel = AT.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=512, win_length=400, hop_length=160,
                                      n_mels=n_mels)
 
     def forward(self, waveforms: Tensor) -> Tensor:
         with torch.no_grad(), torch.autocast(device_type=waveforms.device.type, enabled=False):
             energies = torch.log(self.mel(waveforms.float()) + LOG_FLOOR)
-            return energies - energies.mean(dim=-1, keepdim=True)
+            return energies - energies.mean(dim=-1, keepdim=True) if self.mean_norm else energies
 
 
 class TDNNBlock(nn.Module):
@@ -137,10 +143,10 @@ class ECAPATDNN(nn.Module):
     zero-padded rows do not (``scoring.embedding`` batches only equal lengths for this encoder).
     """
 
-    def __init__(self, channels: int = 1024, nOut: int = 192, n_mels: int = 80) -> None:
+    def __init__(self, channels: int = 1024, nOut: int = 192, n_mels: int = 80, mean_norm: bool = True) -> None:
         super().__init__()
         self.embedding_size = nOut
-        self.features = LogMelFilterbank(n_mels)
+        self.features = LogMelFilterbank(n_mels, mean_norm)
         self.layer1 = TDNNBlock(n_mels, channels, kernel_size=5)
         self.blocks = nn.ModuleList(SERes2Block(channels, kernel_size=3, dilation=d) for d in (2, 3, 4))
         self.aggregation = TDNNBlock(3 * channels, 3 * channels)

@@ -65,6 +65,9 @@ def test_ecapa_tdnn_embeds_waveforms_row_by_row_from_mean_normalised_filterbanks
         torch.testing.assert_close(encoder(waveforms[1:2])[0], embeddings[1], rtol=1e-5, atol=1e-6)
     assert features.shape == (3, 80, GLOBAL // 160 + 1)
     assert features.mean(dim=2).abs().max().item() < 1e-4
+    raw = ECAPATDNN(channels=16, nOut=8, mean_norm=False).features(waveforms)
+    torch.testing.assert_close(raw - raw.mean(dim=2, keepdim=True), features)
+    assert raw.mean(dim=2).abs().max().item() > 1.0  # the long-term spectrum is kept
     assert not padding_is_exact(encoder)  # embed_files batches equal lengths only
     with pytest.raises(ValueError, match="multiple of the Res2Net scale"):
         ECAPATDNN(channels=20)

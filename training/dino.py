@@ -127,6 +127,8 @@ DINO_OPTIONS: List[Option] = [
     Option("channels", int, 1024, "ECAPA-TDNN channels C (blocks of C, aggregation of 3C); a multiple of 8", MODEL),
     _shared("nOut", default=512, help="embedding size of the ECAPA-TDNN (the DINO head's input)"),
     _shared("n_mels", help="log mel bands of the ECAPA-TDNN's filterbank"),
+    Option("mean_norm", str2bool, True, "subtract each log mel band's mean over the utterance (off keeps the "
+           "long-term spectrum: a speaker cue where each speaker has one channel, a channel cue elsewhere)", MODEL),
     # evaluation
     _shared("eval", help="evaluate the teacher's backbone on --test_list and exit"),
     _shared("generate_embeddings", help="embed every file of --train_list with the teacher's backbone into "
@@ -186,11 +188,12 @@ class DINOModel(nn.Module):
     requires gradients. This module's state dict is what a checkpoint's model file holds.
     """
 
-    def __init__(self, channels: int = 1024, nOut: int = 512, n_mels: int = 80, n_prototypes: int = 65536,
-                 head_hidden_dim: int = 2048, head_bottleneck_dim: int = 256, head_batch_norm: bool = True,
-                 student_temp: float = 0.1, center_momentum: float = 0.9, **kwargs: Any) -> None:
+    def __init__(self, channels: int = 1024, nOut: int = 512, n_mels: int = 80, mean_norm: bool = True,
+                 n_prototypes: int = 65536, head_hidden_dim: int = 2048, head_bottleneck_dim: int = 256,
+                 head_batch_norm: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 **kwargs: Any) -> None:
         super().__init__()
-        self.student = MultiCropNetwork(ECAPATDNN(channels, nOut, n_mels),
+        self.student = MultiCropNetwork(ECAPATDNN(channels, nOut, n_mels, mean_norm),
                                         DINOHead(nOut, head_hidden_dim, head_bottleneck_dim, n_prototypes,
                                                  head_batch_norm))
         self.teacher = copy.deepcopy(self.student)
