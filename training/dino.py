@@ -47,7 +47,15 @@ from models.ecapa_tdnn import ECAPATDNN, RES2NET_SCALE
 from training.loop import METRICS_FILE, find_start, restore_rng, save_checkpoint
 from training.speaker_net import bf16_autocast_supported
 from utils import checkpoints
-from utils.distributed import all_gather_objects, barrier, get_rank, get_world_size, is_distributed, is_main_process
+from utils.distributed import (
+    all_gather_objects,
+    all_processes,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+)
 from utils.errors import InputError, TrainingDiverged
 from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, save_resolved_config, str2bool
 from utils.progress import progress_bar
@@ -358,8 +366,9 @@ class DINOTrainer:
                 teacher_logits = self.model.teacher(global_rows).float()
         loss, statistics = self.model.loss(student_logits.chunk(views), teacher_logits.chunk(GLOBAL_CROPS),
                                            self.schedules.teacher_temperature(epoch))
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"epoch {epoch}, step {self.step}: the DINO loss is {loss.item()}; no checkpoint "
+        if not all_processes(torch.isfinite(loss.detach())):  # every process stops, none waits for the others
+            raise TrainingDiverged(f"epoch {epoch}, step {self.step}: the DINO loss is {loss.item()} (on this or "
+                                   "another process); no checkpoint "
                                    "is written from this state (lower --lr, or keep --clip_grad on)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.utils import get_total_norm
 
@@ -19,11 +18,11 @@ from training.speaker_net import SpeakerNet, parameter_groups, unwrap
 from utils.atomic import atomic_open
 from utils.distributed import (
     all_gather_objects,
+    all_processes,
     barrier,
     broadcast_object,
     get_rank,
     get_world_size,
-    is_distributed,
     is_main_process,
 )
 from utils.errors import InputError, TrainingDiverged
@@ -143,12 +142,8 @@ class ModelTrainer:
         means its embedding is not finite, even when the loss gate hides it from the loss.
         """
         gradients = [p.grad for p in self.net.parameters() if p.grad is not None]
-        finite = torch.isfinite(total) & torch.isfinite(ce).all() & torch.isfinite(get_total_norm(gradients))
-        if is_distributed():
-            flag = finite.to(torch.int32)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = flag.bool()
-        return bool(finite)
+        return all_processes(torch.isfinite(total) & torch.isfinite(ce).all()
+                             & torch.isfinite(get_total_norm(gradients)))
 
     def train_network(self, loader: Any, loss_vals_path: str, epoch: int, verbose: bool) -> EpochStats:
         """Train one epoch; return its figures over every process's steps.

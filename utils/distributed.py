@@ -72,6 +72,14 @@ def all_gather_objects(obj: Any) -> List[Any]:
     return gathered
 
 
+def all_processes(flag: torch.Tensor) -> bool:
+    """Whether the boolean tensor ``flag`` is true on every process (a decision they must all take together)."""
+    if is_distributed():
+        flag = flag.to(torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
 def gather_objects(obj: Any, dst: int = 0) -> Optional[List[Any]]:
     """Every process's ``obj``, in rank order, on process ``dst``; None on the others."""
     if not is_distributed():
