@@ -40,36 +40,13 @@ import torch.nn.functional as F
 
 from clustering.pseudo_labels import run_pseudo_labeling
 from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
-from demo.corpus import write_train_list
+from demo.corpus import link_speaker_files, split_by_speaker, write_train_list
 from demo.noise import make_musan_like, make_rirs
 from scoring.metrics import compute_eer_mindcf
 from scripts.bootstrap_embeddings import mfcc_embeddings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "/work/shared/data/speechocean762"
-
-
-def link_corpus(data: Path, corpus: Path) -> List[str]:
-    """Link DATA/SPEAKER/UTT.flac to CORPUS/SPEAKER/s1/UTT.flac; return the relative paths, sorted."""
-    relative = []
-    for source in sorted(data.glob("*/*.flac")):
-        rel = f"{source.parent.name}/s1/{source.name}"
-        target = corpus / rel
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(source.resolve())
-        relative.append(rel)
-    if not relative:
-        raise SystemExit(f"{data}: no SPEAKER/UTT.flac files (see --help: the data is not in the repository)")
-    return relative
-
-
-def split_speakers(relative: Sequence[str], every: int) -> Tuple[List[str], List[str]]:
-    """(training files, held-out files): every ``every``-th speaker in sorted order is held out."""
-    speakers = sorted({rel.split("/")[0] for rel in relative})
-    held_out = set(speakers[::every])
-    return ([rel for rel in relative if rel.split("/")[0] not in held_out],
-            [rel for rel in relative if rel.split("/")[0] in held_out])
 
 
 def cosine_eer(keys: Sequence[str], embeddings: torch.Tensor) -> Tuple[float, int, int]:
@@ -117,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     work = Path(args.work)
     corpus = work / "corpus"
-    relative = link_corpus(Path(args.data), corpus)
-    train, held_out = split_speakers(relative, args.held_out_every)
+    relative = link_speaker_files(Path(args.data), corpus)
+    train, held_out = split_by_speaker(relative, args.held_out_every)
     write_train_list(train, work / "train_list.txt")
     write_train_list(held_out, work / "held_out_list.txt")
     musan = make_musan_like(work / "musan") if not (work / "musan").is_dir() else str(work / "musan")
