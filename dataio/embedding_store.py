@@ -8,15 +8,18 @@ The same embeddings can be written as a Kaldi archive and index (``ark`` / ``scp
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import PurePath
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import kaldiio
 import torch
 
 from utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
 from utils.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 _FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
 
@@ -27,6 +30,27 @@ def embedding_key(path: str | os.PathLike) -> str:
     if len(parts) < 3:
         raise InputError(f"audio path {os.fspath(path)!r} has fewer than 3 parts (speaker/video/file)")
     return "/".join(parts[-3:])
+
+
+def keyed_paths(paths: Sequence[str], where: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Key (:func:`embedding_key` of the absolute path) -> path, each key once, in the order of ``paths``.
+
+    A file given again is embedded once (logged); two different files with the same key are an
+    InputError, since one embeddings file cannot hold both. ``where`` names each path's origin in
+    the messages (e.g. ``list.txt:4``).
+    """
+    keyed: Dict[str, str] = {}
+    for index, path in enumerate(paths):
+        key = embedding_key(os.path.abspath(path))
+        origin = f"{where[index]}: " if where is not None else ""
+        if key in keyed:
+            if os.path.abspath(keyed[key]) != os.path.abspath(path):
+                raise InputError(f"{origin}{keyed[key]} and {path} share the key {key!r} (their last three path "
+                                 "parts)")
+            logger.warning("%s%s is given again; it is embedded once", origin, path)
+            continue
+        keyed[key] = path
+    return keyed
 
 
 def _as_row(key: object, value: object, source: str) -> torch.Tensor:

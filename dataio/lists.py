@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
 from dataio.audio import header_problem
-from dataio.embedding_store import embedding_key
+from dataio.embedding_store import keyed_paths
 from utils.errors import InputError
 from utils.progress import progress_bar
 from utils.textfile import read_text_lines
@@ -51,22 +51,13 @@ def read_train_list(train_list: str) -> Tuple[List[str], List[str], List[int]]:
 def listed_files(train_list: str, train_path: str) -> Tuple[List[str], List[str]]:
     """(paths under ``train_path``, embedding keys) of the list's files, each key once, in list order.
 
-    A file listed again is embedded once (logged); a missing file is an error naming its line.
+    A file listed again is embedded once (logged); missing files are an error naming their lines.
     """
     _, relative, line_numbers = read_train_list(train_list)
-    paths, keys, seen = [], [], set()
-    for rel, number in zip(relative, line_numbers):
-        path = os.path.join(train_path, rel)
-        if not os.path.isfile(path):
-            raise InputError(f"{train_list}:{number}: {path} does not exist (train_path {train_path!r})")
-        key = embedding_key(path)
-        if key in seen:
-            logger.warning("%s:%d: %s is listed again; it is embedded once", train_list, number, key)
-            continue
-        seen.add(key)
-        paths.append(path)
-        keys.append(key)
-    return paths, keys
+    paths = [os.path.join(train_path, rel) for rel in relative]
+    check_listed_files(train_list, paths, line_numbers, train_path)
+    keyed = keyed_paths(paths, [f"{train_list}:{number}" for number in line_numbers])
+    return list(keyed.values()), list(keyed)
 
 
 def check_listed_files(train_list: str, paths: Sequence[str], line_numbers: Sequence[int], train_path: str) -> None:

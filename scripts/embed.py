@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from dataio.embedding_store import embedding_key, save_embeddings, save_embeddings_kaldi
+from dataio.embedding_store import keyed_paths, save_embeddings, save_embeddings_kaldi
 from scoring.speaker_model import SpeakerModel
 from utils.atomic import check_writable
 from utils.cli import run_cli
@@ -28,8 +28,6 @@ from utils.device import resolve_device
 from utils.errors import InputError
 from utils.options import IO, OPTIONS_BY_NAME, RUN, Option, optional_str, parse_options
 from utils.textfile import read_text_lines
-
-logger = logging.getLogger("embed")
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -81,20 +79,6 @@ def audio_paths(inputs: Sequence[str], root: str) -> List[str]:
     if missing:
         raise InputError(f"{len(missing)} input file(s) do not exist: {', '.join(missing[:5])}")
     return paths
-
-
-def keyed_paths(paths: Sequence[str]) -> Dict[str, str]:
-    """Key (the absolute path's last three parts) -> path, each key once."""
-    keyed: Dict[str, str] = {}
-    for path in paths:
-        key = embedding_key(os.path.abspath(path))
-        if key in keyed:
-            if os.path.abspath(keyed[key]) != os.path.abspath(path):
-                raise InputError(f"{keyed[key]} and {path} share the key {key!r} (their last three path parts)")
-            logger.warning("%s is given again; it is embedded once", path)
-            continue
-        keyed[key] = path
-    return keyed
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dataio.embedding_store import embedding_key, load_embeddings, save_embeddings
+from dataio.lists import listed_files
 from utils.errors import InputError
 
 
@@ -79,3 +80,21 @@ def test_a_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="key 'b/c/d' holds NaN"):
         save_embeddings({"a/b/c": torch.ones(2), "b/c/d": torch.tensor([1.0, float("nan")])}, path)
     assert os.listdir(tmp_path) == []
+
+
+def test_listed_files_key_each_file_once_and_refuse_two_files_with_one_key(tmp_path, caplog):
+    for rel in ("a/s/1.wav", "a/s/2.wav", "x/a/s/1.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    listing = tmp_path / "list.txt"
+    listing.write_text("spk a/s/1.wav\nspk a/s/2.wav\nspk a/s/1.wav\n")
+    with caplog.at_level("WARNING"):
+        paths, keys = listed_files(str(listing), str(tmp_path))
+    assert keys == ["a/s/1.wav", "a/s/2.wav"] and paths == [str(tmp_path / "a/s/1.wav"), str(tmp_path / "a/s/2.wav")]
+    assert f"{listing}:3: {tmp_path / 'a/s/1.wav'} is given again" in caplog.text
+    listing.write_text("spk a/s/1.wav\nspk x/a/s/1.wav\n")
+    with pytest.raises(InputError, match=rf"{listing}:2: .*a/s/1.wav and .*x/a/s/1.wav share the key 'a/s/1.wav'"):
+        listed_files(str(listing), str(tmp_path))
+    listing.write_text("spk a/s/1.wav\nspk a/s/3.wav\n")
+    with pytest.raises(InputError, match=r"1 of 2 listed files do not exist .* line 2: .*a/s/3.wav"):
+        listed_files(str(listing), str(tmp_path))
