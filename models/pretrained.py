@@ -16,7 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from utils.download import cached_download
+from utils.distributed import all_gather_objects, is_main_process, local_rank
+from utils.download import DownloadError, cached_download
+from utils.errors import ReportedError
 
 CACHE_ENV = "XDG_CACHE_HOME"
 CACHE_NAME = "wavlm_ssl_sv"
@@ -78,6 +80,28 @@ def resolve_pretrained(path_or_name: str, model_cache: Optional[str] = None) -> 
     if known is None or os.path.exists(path_or_name):
         return path_or_name
     folder = os.path.join(cache_folder(model_cache), *path_or_name.split("/"))
-    for remote in known.files:
-        cached_download(remote.url, os.path.join(folder, remote.name), remote.sha256)
+    download_once(known, folder)
     return os.path.join(folder, known.entry) if known.entry else folder
+
+
+def download_once(known: KnownModel, folder: str) -> None:
+    """``known``'s files into ``folder``, by one process at a time; collective under torchrun.
+
+    Every process of a torchrun group builds its model and so gets here together. The main process
+    downloads first while the others wait; then, for a cache folder that is not shared between
+    nodes, the first process of every other node does the same. Concurrent downloads of one file
+    would remove each other's temporary files. A failed download stops every process with its message.
+    """
+    for downloads in (is_main_process(), local_rank() == 0):
+        failure: Optional[ReportedError] = None
+        if downloads:
+            try:
+                for remote in known.files:
+                    cached_download(remote.url, os.path.join(folder, remote.name), remote.sha256)
+            except ReportedError as error:
+                failure = error
+        problems = [message for message in all_gather_objects(failure and str(failure)) if message]
+        if failure is not None:
+            raise failure
+        if problems:
+            raise DownloadError(f"another process could not download {known.entry or folder}: {problems[0]}")

@@ -8,6 +8,7 @@ import http.server
 import os
 import socket
 import threading
+import time
 
 import pytest
 import torch
@@ -25,11 +26,13 @@ class Server:
     def __init__(self, files):
         self.files = files
         self.requests = []
+        self.delay = 0.0  # seconds before each answer: widens the window in which processes could race
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.requests.append(self.path)
+                time.sleep(outer.delay)
                 body = outer.files.get(self.path.lstrip("/"))
                 if body is None:
                     self.send_error(404)
@@ -87,6 +90,33 @@ def test_known_name_is_downloaded_once_checked_and_loaded(server, checkpoint_byt
                        content["model"]["encoder.layers.0.fc1.weight"])
     assert resolve_pretrained("wavlm-tiny", cache) == os.path.join(cache, "wavlm-tiny", "WavLM-Tiny.pt")
     assert server.requests == ["/WavLM-Tiny.pt"], "the second use must read the cache, not the network"
+
+
+def _resolve_in_a_group(rank, url, sha256, cache, rendezvous, results):
+    """One of two processes of a gloo group on one node (as torchrun starts them), resolving the name together."""
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    pretrained.KNOWN_MODELS["wavlm-tiny"] = KnownModel((RemoteFile("WavLM-Tiny.pt", url, sha256),),
+                                                       entry="WavLM-Tiny.pt")
+    torch.distributed.barrier()
+    path = resolve_pretrained("wavlm-tiny", cache)
+    with open(os.path.join(results, str(rank)), "w") as handle:
+        handle.write(path)
+    torch.distributed.destroy_process_group()
+
+
+def test_the_processes_of_a_torchrun_group_download_a_name_once(server, checkpoint_bytes, tmp_path):
+    server.delay = 0.5
+    cache, results = str(tmp_path / "cache"), tmp_path / "results"
+    results.mkdir()
+    torch.multiprocessing.spawn(_resolve_in_a_group, nprocs=2, args=(
+        f"{server.url}/WavLM-Tiny.pt", hashlib.sha256(checkpoint_bytes).hexdigest(), cache,
+        str(tmp_path / "rendezvous"), str(results)))
+    assert server.requests == ["/WavLM-Tiny.pt"]
+    destination = os.path.join(cache, "wavlm-tiny", "WavLM-Tiny.pt")
+    assert [(results / str(rank)).read_text() for rank in range(2)] == [destination, destination]
+    assert cache_files(cache) == [os.path.join("wavlm-tiny", "WavLM-Tiny.pt")]
+    assert (tmp_path / "cache" / "wavlm-tiny" / "WavLM-Tiny.pt").read_bytes() == checkpoint_bytes
 
 
 def test_corrupted_download_is_rejected_and_leaves_nothing(server, checkpoint_bytes, monkeypatch, tmp_path):
