@@ -23,6 +23,7 @@ import scoring.evaluate
 import training.loop
 import trainSpeakerNet
 import trainSpeakerNet_Eval
+import utils.atomic
 from dataio.audio import MIN_WHOLE_FILE_SAMPLES
 from dataio.datasets import AudioFiles
 from models.wavlm_checkpoint import CheckpointFormatError, load_pretrained_wavlm
@@ -307,6 +308,18 @@ def test_outputs_follow_the_umask(tmp_path, umask, mode):
         os.umask(previous)
     for name in ("a.txt", "b.pt"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == mode
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the umask from /proc")
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("the umask was changed to read it"))
+        read = utils.atomic._umask()
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert read == 0o027
 
 
 # ----- 10. failed evaluations leave nothing behind -----

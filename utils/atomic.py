@@ -80,6 +80,18 @@ def _write_failure(error: BaseException) -> Optional[OSError]:
 
 
 def _umask() -> int:
+    """The process's umask, read from /proc where there is one.
+
+    Elsewhere it is set and restored at once; the umask is shared by every thread, so in between a
+    directory made by another thread (parallel extraction) would get mode 0777. Reading it changes nothing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
