@@ -145,7 +145,6 @@ class ECAPATDNN(nn.Module):
 
     def __init__(self, channels: int = 1024, nOut: int = 192, n_mels: int = 80, mean_norm: bool = True) -> None:
         super().__init__()
-        self.embedding_size = nOut
         self.features = LogMelFilterbank(n_mels, mean_norm)
         self.layer1 = TDNNBlock(n_mels, channels, kernel_size=5)
         self.blocks = nn.ModuleList(SERes2Block(channels, kernel_size=3, dilation=d) for d in (2, 3, 4))

@@ -7,14 +7,15 @@ import pytest
 
 from utils.errors import InputError
 from utils.progress import LineProgress
-from utils.records import EpochLog, append_record, read_json, read_records, write_json
+from utils.records import EpochLog, read_json, read_records, write_json
 from utils.steps import StepMarkers
 
 
 def test_records_round_trip_and_non_finite_values_become_null(tmp_path):
     path = tmp_path / "result" / "metrics.jsonl"
-    append_record(path, {"epoch": 1, "loss": 2.5, "lr": (1e-3, 2e-5)})
-    append_record(path, {"epoch": 2, "loss": math.nan, "gate_threshold": math.inf})
+    log = EpochLog(path)
+    log.log({"epoch": 1, "loss": 2.5, "lr": (1e-3, 2e-5)})
+    log.log({"epoch": 2, "loss": math.nan, "gate_threshold": math.inf})
     assert read_records(path) == [{"epoch": 1, "loss": 2.5, "lr": [1e-3, 2e-5]},
                                   {"epoch": 2, "loss": None, "gate_threshold": None}]
     write_json(tmp_path / "eval.json", {"eer": 1.25, "min_dcf": {0.05: 0.1}})

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from utils.atomic import atomic_append_line, atomic_write_text
+from utils.atomic import atomic_write_text
 from utils.errors import InputError
 
 
@@ -39,11 +39,6 @@ def read_json(path: str | os.PathLike) -> Dict[str, Any]:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise InputError(f"{os.fspath(path)} is not valid JSON: {error}") from None
-
-
-def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append ``record`` as one JSON line (the file is rewritten atomically, never left half-written)."""
-    atomic_append_line(path, json.dumps(_plain(record)))
 
 
 def read_records(path: str | os.PathLike) -> List[Dict[str, Any]]:
