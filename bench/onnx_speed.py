@@ -13,25 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
-from typing import Callable, Dict, List
 
 import numpy as np
 import torch
 
-from bench.train_speed import HEADS
+from bench.train_speed import HEADS, median, time_flows
 from models.export import export_onnx
 from models.spk_encoder import SpeakerEncoder
 from models.wavlm import WavLM
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG
 
 CONFIGS = {"tiny": TINY_WAVLM_CFG, "base_plus": BASE_PLUS_CFG}
-
-
-def seconds(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def bench(shape: str, args: argparse.Namespace, folder: str) -> None:
@@ -57,11 +49,8 @@ def bench(shape: str, args: argparse.Namespace, folder: str) -> None:
 
     reference, exported = eager(), onnx()  # warm-up, and the parity figure
     difference = float(np.abs(exported - reference).max() / np.abs(reference).max())
-    times: Dict[str, List[float]] = {"eager": [], "onnx": []}
-    for round_index in range(args.repeats):
-        for name, run in sorted({"eager": eager, "onnx": onnx}.items(), reverse=bool(round_index % 2)):
-            times[name].append(seconds(run))
-    eager_rate, onnx_rate = (args.batch * args.seconds / float(np.median(times[name])) for name in ("eager", "onnx"))
+    times = time_flows({"eager": eager, "onnx": onnx}, args.repeats, 0, torch.device("cpu"))
+    eager_rate, onnx_rate = (args.batch * args.seconds / median(times[name]) for name in ("eager", "onnx"))
     print(f"{shape:9s} onnxruntime {onnx_rate:8.1f} audio-s/s  eager {eager_rate:8.1f} audio-s/s  "
           f"ratio {onnx_rate / eager_rate:5.2f}x  (max relative difference {difference:.1e})", flush=True)
 

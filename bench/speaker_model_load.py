@@ -14,23 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
-from typing import Callable, Dict, List
 
-import numpy as np
 import torch
 
+from bench.train_speed import median, time_flows
 from models.speaker_file import EvalProtocol, encoder_from_checkpoint, save_speaker_model
 from models.wavlm_checkpoint import BASE_PLUS_CFG, save_random_wavlm_checkpoint
 from scoring.speaker_model import SpeakerModel
 from training.speaker_net import SpeakerNet
 from utils import checkpoints, options
-
-
-def seconds(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -55,11 +47,8 @@ def main() -> None:
         def speaker_file() -> None:
             SpeakerModel.load(speaker)
 
-        times: Dict[str, List[float]] = {"usual": [], "speaker": []}
-        for round_index in range(args.repeats):
-            for name, run in sorted({"usual": usual, "speaker": speaker_file}.items(), reverse=bool(round_index % 2)):
-                times[name].append(seconds(run))
-        usual_s, speaker_s = (float(np.median(times[name])) for name in ("usual", "speaker"))
+        times = time_flows({"usual": usual, "speaker": speaker_file}, args.repeats, 0, torch.device("cpu"))
+        usual_s, speaker_s = (median(times[name]) for name in ("usual", "speaker"))
         mib = {path: os.path.getsize(path) / 2 ** 20 for path in (wavlm, checkpoint, speaker)}
         print(f"training checkpoint {mib[checkpoint]:.1f} MiB + pre-trained WavLM {mib[wavlm]:.1f} MiB, "
               f"SpeakerNet + load_weights: {usual_s:.2f} s", flush=True)
