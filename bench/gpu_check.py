@@ -52,6 +52,7 @@ from bench.kmeans_speed import VOXCELEB2_FILES, VOXCELEB2_SPEAKERS, sphere_blobs
 from bench.train_speed import build, make_flows, median, our_step, random_batch, time_flows
 from clustering.ahc import ward_ahc
 from clustering.kmeans import kmeans
+from clustering.pseudo_labels import auto_init
 from clustering.report import nmi, purity
 from dataio.audio import SAMPLE_RATE, crop_samples
 from dataio.datasets import CropSpec, prepare_batch, train_dataset_loader
@@ -465,7 +466,7 @@ def part_pseudo_labels(ctx: PartContext) -> None:
                clusters_ahc=scale.clusters_ahc, iterations=10, goal_s=PSEUDO_LABEL_GOAL_S)
     reset_peak(device)
     started = time.perf_counter()
-    init = "k-means||" if device.type == "cuda" else "k-means++-subsample"  # pseudo_labeling.py's 'auto'
+    init = auto_init(device)
     km = kmeans(x, scale.clusters, max_iter=10, tol=0.0, seed=0, device=device, init=init)
     synchronize(device)
     kmeans_s = time.perf_counter() - started

@@ -55,6 +55,11 @@ def summary_path(output_file: str | os.PathLike) -> str:
     return os.path.splitext(os.fspath(output_file))[0] + ".summary.json"
 
 
+def auto_init(device: torch.device) -> str:
+    """``--init auto``: k-means|| on a GPU (as cuML), k-means++ on a subsample on the CPU."""
+    return "k-means||" if device.type == "cuda" else "k-means++-subsample"
+
+
 def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int = 50000,
                         n_clusters_ahc: int = 7500, seed: int = 0, device: str = "auto", max_iter: int = 300,
                         tol: float = 1e-4, n_init: int = 1, init: str = "auto", normalize: bool = False,
@@ -86,7 +91,7 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
         check_ward_memory(n_clusters, dim, max_memory_gb, DEFAULT_BLOCK_BYTES)
     target = resolve_device(device)
     if init == "auto":
-        init = "k-means||" if target.type == "cuda" else "k-means++-subsample"
+        init = auto_init(target)
 
     stage = time.perf_counter()
     km = kmeans(embeddings, n_clusters, max_iter=max_iter, tol=tol, n_init=n_init, seed=seed, device=target,
