@@ -5,7 +5,8 @@
         [--onnx speaker.onnx] [--torchscript speaker.ts]
 
 The checkpoint is ``--initial_model`` (ours or the original's layout) or else the newest of
-``save_path/model``; ``--pretrained_model_path`` only gives the WavLM configuration (no weights are
+``save_path/model`` (with ``--average_checkpoints N``, the average of the newest N, as the evaluator
+chooses: scoring/evaluate.py); ``--pretrained_model_path`` only gives the WavLM configuration (no weights are
 read from it). The evaluation settings stored are the options' ``eval_frames``, ``num_eval`` and
 ``max_eval_samples``: give the config the model was evaluated with. The EER threshold comes from an
 evaluation record of trainSpeakerNet_Eval.py (``--eval_json``) or ``--threshold``. ``--initial_model``
@@ -31,7 +32,7 @@ from models.speaker_file import (
 )
 from models.spk_encoder import SpeakerEncoder
 from models.wavlm_checkpoint import read_wavlm_config
-from utils import checkpoints
+from scoring.evaluate import select_checkpoints
 from utils.atomic import check_writable
 from utils.cli import run_cli
 from utils.errors import InputError
@@ -48,18 +49,6 @@ EXPORT_OPTIONS = [
     Option("threshold", float, None, "store this score threshold instead", EVAL),
     Option("whole_file", str2bool, True, "average the whole-file score in, as the evaluator does", EVAL),
 ]
-
-
-def checkpoint_to_export(args: argparse.Namespace) -> str:
-    if args.initial_model:
-        if not os.path.isfile(args.initial_model):
-            raise InputError(f"--initial_model {args.initial_model!r} does not exist")
-        return args.initial_model
-    newest = checkpoints.newest_checkpoint(os.path.join(args.save_path, "model"))
-    if newest is None:
-        raise InputError(f"nothing to export: no --initial_model and no model%09d.model in "
-                         f"{os.path.join(args.save_path, 'model')!r}")
-    return newest[1]
 
 
 def threshold_from(args: argparse.Namespace, checkpoint: str) -> Tuple[Optional[float], Optional[str]]:
@@ -91,7 +80,7 @@ def export(args: argparse.Namespace) -> SpeakerEncoder:
         raise InputError("nothing to write: give --output (the speaker model file), --onnx or --torchscript")
     for name, path in outputs:
         check_writable(path, f"--{name}")
-    checkpoint = checkpoint_to_export(args)
+    _, checkpoint = select_checkpoints(args)[0]  # --initial_model, the average of the newest, or the newest
     threshold, source = threshold_from(args, checkpoint)
     if is_speaker_model(checkpoint):
         content = load_speaker_model(checkpoint)
