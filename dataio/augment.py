@@ -13,6 +13,7 @@ The SNR rule of the original is ``gain = sqrt(10 ** ((clean_db - noise_db - snr)
 """
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import random
@@ -132,6 +133,13 @@ class AugmentWAV:
         sixth = ("music",) if sixth_augmentation == "faithful" else ("speech", "music")
         self.kind_noises: Tuple[Tuple[str, ...], ...] = ((), (), ("music",), ("speech",), ("noise",), sixth)
         self.noise_stages = len(sixth)
+
+    def with_frames(self, max_frames: int) -> "AugmentWAV":
+        """The same augmentation for crops of ``max_frames``, sharing this one's file lists (no second scan)."""
+        other = copy.copy(self)
+        other.max_frames = max_frames
+        other.max_audio = crop_samples(max_frames)
+        return other
 
     def _musan_files(self, musan_path: str) -> Dict[str, List[str]]:
         if not os.path.isdir(musan_path):

@@ -47,7 +47,7 @@ class MultiCropDataset(Dataset):
         self.local_augment: Optional[AugmentWAV] = None
         if augment:
             self.global_augment = AugmentWAV(musan_path, rir_path, global_frames, sixth_augmentation)
-            self.local_augment = AugmentWAV(musan_path, rir_path, local_frames, sixth_augmentation)
+            self.local_augment = self.global_augment.with_frames(local_frames)
 
     def __len__(self) -> int:
         return len(self.data_list)

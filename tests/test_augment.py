@@ -96,6 +96,20 @@ def test_additive_noise_matches_original(folders, clean, noisecat):
         np.testing.assert_allclose(mine, expected, rtol=0, atol=1e-12)
 
 
+def test_with_frames_equals_a_fresh_augmentation_of_that_length(folders):
+    shorter = MAX_FRAMES // 2
+    fresh = DL.AugmentWAV(*folders, shorter)
+    derived = DL.AugmentWAV(*folders, MAX_FRAMES).with_frames(shorter)
+    assert (derived.max_frames, derived.max_audio) == (fresh.max_frames, fresh.max_audio)
+    assert derived.noiselist == fresh.noiselist and derived.rir_files == fresh.rir_files
+    audio = np.random.default_rng(0).standard_normal((1, fresh.max_audio)).astype(np.float32)
+    for noisecat in ("noise", "speech", "music"):
+        random.seed(7)
+        expected = fresh.additive_noise(noisecat, audio)
+        random.seed(7)
+        np.testing.assert_array_equal(derived.additive_noise(noisecat, audio), expected)
+
+
 def replay(augment, seed, categories):
     random.seed(seed)
     random.randint(0, 5)
