@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from dataio.audio import AudioReadError, crop_audio, loadWAV, pad_short_file, read_audio
 from dataio.augment import AugmentWAV, augment_batch
-from dataio.lists import check_listed_files, read_train_list
+from dataio.lists import checked_train_list
 
 
 class train_dataset_loader(Dataset):
@@ -42,7 +42,7 @@ class train_dataset_loader(Dataset):
         sixth_augmentation: str = "faithful",
         **kwargs: Any,
     ) -> None:
-        labels, self.relative_paths, self.line_numbers = read_train_list(train_list)
+        labels, self.relative_paths, self.line_numbers, self.data_list = checked_train_list(train_list, train_path)
         self.train_list = train_list
         self.max_frames = max_frames
         self.augment = augment
@@ -51,8 +51,6 @@ class train_dataset_loader(Dataset):
         self.num_labels = len(self.label_names)
         label_index = {name: index for index, name in enumerate(self.label_names)}
         self.data_label = [label_index[name] for name in labels]
-        self.data_list = [os.path.abspath(os.path.join(train_path, rel)) for rel in self.relative_paths]
-        check_listed_files(train_list, self.data_list, self.line_numbers, train_path)
         self.augment_wav = AugmentWAV(musan_path, rir_path, max_frames, sixth_augmentation) if augment else None
 
     def _clean_crop(self, index: int) -> np.ndarray:

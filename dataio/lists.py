@@ -48,14 +48,21 @@ def read_train_list(train_list: str) -> Tuple[List[str], List[str], List[int]]:
     return labels, paths, line_numbers
 
 
+def checked_train_list(train_list: str, train_path: str) -> Tuple[List[str], List[str], List[int], List[str]]:
+    """(labels, relative paths, line numbers, absolute paths under ``train_path``) of a train list whose
+    files all exist; missing files are an error naming their lines."""
+    labels, relative, line_numbers = read_train_list(train_list)
+    paths = [os.path.abspath(os.path.join(train_path, rel)) for rel in relative]
+    check_listed_files(train_list, paths, line_numbers, train_path)
+    return labels, relative, line_numbers, paths
+
+
 def listed_files(train_list: str, train_path: str) -> Tuple[List[str], List[str]]:
-    """(paths under ``train_path``, embedding keys) of the list's files, each key once, in list order.
+    """(absolute paths, embedding keys) of the list's files, each key once, in list order.
 
     A file listed again is embedded once (logged); missing files are an error naming their lines.
     """
-    _, relative, line_numbers = read_train_list(train_list)
-    paths = [os.path.join(train_path, rel) for rel in relative]
-    check_listed_files(train_list, paths, line_numbers, train_path)
+    _, _, line_numbers, paths = checked_train_list(train_list, train_path)
     keyed = keyed_paths(paths, [f"{train_list}:{number}" for number in line_numbers])
     return list(keyed.values()), list(keyed)
 

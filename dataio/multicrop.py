@@ -7,7 +7,6 @@ little else. Labels in the train list are not read: DINO needs none.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch.utils.data import Dataset
 
 from dataio.audio import AudioReadError, crop_audio, crop_samples, read_audio
 from dataio.augment import AugmentWAV
-from dataio.lists import check_listed_files, read_train_list
+from dataio.lists import checked_train_list
 from utils.errors import InputError
 
 GLOBAL_CROPS = 2
@@ -36,10 +35,8 @@ class MultiCropDataset(Dataset):
         if global_frames < 1 or local_frames < 1 or local_crops < 0:
             raise InputError(f"global_frames and local_frames must be positive and local_crops non-negative, "
                              f"got {global_frames}, {local_frames}, {local_crops}")
-        _, self.relative_paths, self.line_numbers = read_train_list(train_list)
+        _, self.relative_paths, self.line_numbers, self.data_list = checked_train_list(train_list, train_path)
         self.train_list = train_list
-        self.data_list = [os.path.abspath(os.path.join(train_path, rel)) for rel in self.relative_paths]
-        check_listed_files(train_list, self.data_list, self.line_numbers, train_path)
         self.global_frames = global_frames
         self.local_frames = local_frames
         self.local_crops = local_crops
