@@ -39,12 +39,8 @@ def str2bool(value: Any) -> bool:
 
 def integer(value: Any) -> int:
     """An integer option: a YAML ``4.9`` is an error, not 4 (``int()`` would truncate it silently)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
-        return int(value)
     return int(value)
 
 
