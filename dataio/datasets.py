@@ -81,7 +81,7 @@ class train_dataset_loader(Dataset):
         return len(self.data_list)
 
 
-def _crop_major(tensor: Tensor, device: torch.device) -> Tensor:
+def crop_major(tensor: Tensor, device: torch.device) -> Tensor:
     """(B, n, ...) -> (n*B, ...), row k*B + b holding crop k of item b, the original's order."""
     return tensor.transpose(0, 1).reshape(-1, *tensor.shape[2:]).to(device, non_blocking=True)
 
@@ -96,14 +96,14 @@ def prepare_batch(batch: Sequence[Any], device: torch.device) -> Tuple[Tensor, T
         raise ValueError(f"prepare_batch expects (clean, augmented or plan, labels, paths), got {len(batch)} elements")
     clean, second, labels, paths = batch
     crops = clean.shape[1]
-    clean_flat = _crop_major(clean, device).float()
+    clean_flat = crop_major(clean, device).float()
     if isinstance(second, dict):
         augmented = augment_batch(
-            clean_flat, _crop_major(second["reverb"], device), _crop_major(second["rir"], device),
-            _crop_major(second["noise"], device),
+            clean_flat, crop_major(second["reverb"], device), crop_major(second["rir"], device),
+            crop_major(second["noise"], device),
         )
     else:
-        augmented = _crop_major(second, device).float()
+        augmented = crop_major(second, device).float()
     flat_labels = torch.as_tensor(labels, dtype=torch.long).repeat(crops).to(device, non_blocking=True)
     flat_paths = [path for crop_paths in paths for path in crop_paths]
     return clean_flat, augmented, flat_labels, flat_paths

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dataio.datasets import worker_init_fn
+from dataio.datasets import crop_major, worker_init_fn
 from dataio.multicrop import GLOBAL_CROPS, MultiCropDataset
 from loss.dino import DINOLoss, TeacherStatistics
 from models.dino import DINOHead, MultiCropNetwork
@@ -355,8 +355,7 @@ class DINOTrainer:
         device = self.device
         views = GLOBAL_CROPS + local_views.shape[1]
         # Crop-major rows (view v of utterance b at v*B + b), so that chunk() splits the logits by view.
-        global_rows = global_views.transpose(0, 1).reshape(-1, global_views.shape[2]).to(device, non_blocking=True)
-        local_rows = local_views.transpose(0, 1).reshape(-1, local_views.shape[2]).to(device, non_blocking=True)
+        global_rows, local_rows = crop_major(global_views, device), crop_major(local_views, device)
         learning_rate = self.schedules.learning_rate(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
@@ -393,10 +392,7 @@ class DINOTrainer:
         world_size = get_world_size()
         started = tick = time.perf_counter()
         progress = progress_bar(total=len(loader), desc=f"Epoch {epoch}", unit="step", disable=not verbose)
-        learning_rate = momentum = 0.0
         for global_views, local_views in loader:
-            learning_rate = self.schedules.learning_rate(self.step)
-            momentum = self.schedules.momentum(self.step)
             loss, statistics = self.train_step(global_views, local_views, epoch)
             for key, value in (("loss", loss), ("entropy", statistics.entropy),
                                ("batch_entropy", statistics.batch_entropy), ("kl", statistics.kl)):
@@ -417,12 +413,14 @@ class DINOTrainer:
         steps = sum(g[2] for g in gathered)
         if steps == 0:
             raise RuntimeError(f"epoch {epoch}: the data loader gave no batch")
+        last_step = self.step - 1  # the same on every process
         total = {key: sum(g[0][key] for g in gathered) / steps for key in sums}
         return DINOEpochStats(loss=total["loss"], teacher_entropy=total["entropy"],
                               teacher_batch_entropy=total["batch_entropy"], kl=total["kl"], steps=steps,
                               utterances=sum(g[3] for g in gathered), seconds=seconds,
                               collapsed_steps={kind: sum(g[1][kind] for g in gathered) for kind in collapsed},
-                              lr=learning_rate, teacher_momentum=momentum,
+                              lr=self.schedules.learning_rate(last_step),
+                              teacher_momentum=self.schedules.momentum(last_step),
                               teacher_temp=self.schedules.teacher_temperature(epoch))
 
 
