@@ -15,7 +15,6 @@ ready for ``pseudo_labeling.py``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -24,7 +23,7 @@ import torchaudio
 
 from dataio.audio import SAMPLE_RATE, pad_short_file, read_audio
 from dataio.embedding_store import embedding_key, save_embeddings
-from dataio.lists import read_train_list
+from dataio.lists import checked_train_list
 from utils.atomic import check_writable
 from utils.cli import error_status
 from utils.errors import InputError
@@ -89,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def write_bootstrap_embeddings(args: argparse.Namespace) -> None:
     """Embed every file of ``args.train_list`` and write the embeddings file."""
     check_writable(args.embeddings_path, "--embeddings_path")
-    _labels, relative_paths, _lines = read_train_list(args.train_list)
-    paths = [os.path.join(args.train_path, p) for p in relative_paths]
+    _labels, relative_paths, _lines, paths = checked_train_list(args.train_list, args.train_path)
     matrix = mfcc_embeddings(paths, args.n_mfcc, args.n_mels, args.vad_db)
     save_embeddings({embedding_key(p): row for p, row in zip(relative_paths, matrix)}, args.embeddings_path)
     print(f"Wrote {matrix.shape[0]} MFCC-statistics embeddings of dimension {matrix.shape[1]} "
