@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from demo.corpus import link_speaker_files, split_by_speaker, write_train_list
 from demo.noise import make_musan_like, make_rirs
 from scoring.metrics import compute_eer_mindcf
 from scripts.bootstrap_embeddings import mfcc_embeddings
+from training.loop import METRICS_FILE
+from utils.records import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "/work/shared/data/speechocean762"
@@ -98,17 +99,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     train, held_out = split_by_speaker(relative, args.held_out_every)
     write_train_list(train, work / "train_list.txt")
     write_train_list(held_out, work / "held_out_list.txt")
-    musan = make_musan_like(work / "musan") if not (work / "musan").is_dir() else str(work / "musan")
-    rirs = make_rirs(work / "rirs") if not (work / "rirs").is_dir() else str(work / "rirs")
+    musan, rirs = make_musan_like(work / "musan"), make_rirs(work / "rirs")  # seeded: the same files every run
     print(f"{len(train)} training files of {len({r.split('/')[0] for r in train})} speakers, {len(held_out)} "
           f"held-out files of {len({r.split('/')[0] for r in held_out})} speakers", flush=True)
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    extra = [f"--{item.split('=', 1)[0]}={item.split('=', 1)[1]}" for item in args.set]
+    extra = [f"--{item}" for item in args.set]  # --KEY=VALUE, read by trainDINO.py's own parser
     dino = [sys.executable, str(REPO / "trainDINO.py"), "--config", args.config, "--train_path", str(corpus),
             "--musan_path", musan, "--rir_path", rirs, "--save_path", str(work / "dino"), *extra]
     seconds = run([*dino, "--train_list", str(work / "train_list.txt")], env)
-    records = [json.loads(line) for line in (work / "dino" / "result" / "train_metrics.jsonl").read_text().splitlines()]
+    records = read_records(work / "dino" / "result" / METRICS_FILE)
     for name in ("train", "held_out"):
         run([*dino, "--train_list", str(work / f"{name}_list.txt"), "--generate_embeddings",
              "--embeddings_path", str(work / f"dino_{name}.pt")], env)
