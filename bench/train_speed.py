@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint
-from training.speaker_net import REG_EPSILON, SpeakerNet, bf16_autocast_supported
+from training.speaker_net import REG_EPSILON, SpeakerNet, bf16_autocast
 from training.trainer import ModelTrainer
 from utils import options
 
@@ -40,8 +40,7 @@ def original_like_step(net: SpeakerNet, trainer: ModelTrainer, reference_cpu: Di
     """
     trainer.optimizer.zero_grad(set_to_none=True)
     device = augmented.device
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                        enabled=net.mixedprec and bf16_autocast_supported(device)):
+    with bf16_autocast(device, net.mixedprec):
         embeddings = net.__S__(augmented)
         clean_embeddings = net.__S__(clean)
     loss, _, _ = net.__L__(embeddings.float(), clean_embeddings.float(), labels, epoch)

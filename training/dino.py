@@ -45,7 +45,7 @@ from loss.dino import DINOLoss, TeacherStatistics
 from models.dino import DINOHead, MultiCropNetwork
 from models.ecapa_tdnn import ECAPATDNN, RES2NET_SCALE
 from training.loop import METRICS_FILE, find_start, restore_rng, save_checkpoint
-from training.speaker_net import bf16_autocast_supported
+from training.speaker_net import bf16_autocast
 from utils import checkpoints
 from utils.distributed import (
     all_gather_objects,
@@ -346,9 +346,7 @@ class DINOTrainer:
         self.step = int(state["step"])
 
     def _autocast(self) -> torch.autocast:
-        device = self.device
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=self.mixedprec and bf16_autocast_supported(device))
+        return bf16_autocast(self.device, self.mixedprec)
 
     def train_step(self, global_views: Tensor, local_views: Tensor, epoch: int) -> Tuple[float, TeacherStatistics]:
         """One step on ``global_views`` (B, 2, Sg) and ``local_views`` (B, L, Sl); returns (loss, teacher figures)."""

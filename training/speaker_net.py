@@ -47,6 +47,12 @@ def bf16_autocast_supported(device: torch.device) -> bool:
     return False
 
 
+def bf16_autocast(device: torch.device, wanted: bool) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``wanted`` (``--mixedprec``) and supported there, else a disabled one."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=wanted and bf16_autocast_supported(device))
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper (or ``model`` itself)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -120,11 +126,10 @@ class SpeakerNet(nn.Module):
         return epoch >= self.__L__.lc_start_epoch
 
     def _autocast(self, device: torch.device) -> torch.autocast:
-        enabled = self.mixedprec and bf16_autocast_supported(device)
-        if self.mixedprec and not enabled and not self._warned_no_bf16:
+        if self.mixedprec and not bf16_autocast_supported(device) and not self._warned_no_bf16:
             logger.warning("--mixedprec: bf16 autocast is not supported on %s; training in float32", device)
             self._warned_no_bf16 = True
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+        return bf16_autocast(device, self.mixedprec)
 
     def forward(self, augmented: Tensor, clean: Tensor, labels: Tensor,
                 epoch: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
