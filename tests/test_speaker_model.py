@@ -2,6 +2,7 @@
 scored exactly as the evaluator scores; Kaldi outputs."""
 import dataclasses
 import os
+import shutil
 
 import kaldiio
 import numpy as np
@@ -174,3 +175,19 @@ def test_errors_name_the_file_and_the_option(exported, tmp_path):
     torch.save({"a": torch.ones(1)}, plain)
     with pytest.raises(CheckpointError, match="is not a speaker model file"):
         SpeakerModel.load(str(plain))
+
+
+def test_average_checkpoints_exports_the_average_the_evaluator_scores(two_epoch_run, tmp_path):
+    save_path, argv, _ = two_epoch_run
+    run = str(tmp_path / "run")
+    shutil.copytree(save_path, run)
+    out = str(tmp_path / "speaker.pt")
+    export_model.main([run if item == save_path else item for item in argv] + EVAL
+                      + ["--output", out, "--average_checkpoints", "2"])
+    first, second = (checkpoints.read_state_dict(checkpoints.model_path(os.path.join(run, "model"), epoch))
+                     for epoch in (1, 2))
+    differs = False
+    for key, value in load_speaker_model(out).encoder.state_dict().items():
+        torch.testing.assert_close(value, (first["__S__." + key] + second["__S__." + key]) / 2)
+        differs |= not torch.equal(value, second["__S__." + key])
+    assert differs, "the export is the newest checkpoint, not the average"
