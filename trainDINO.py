@@ -8,7 +8,7 @@ The list's labels are not read. Outputs under ``save_path``: ``model/model%09d.m
 teacher and centre) and ``model/state%09d.pt`` (optimizer, step, random states) every
 ``test_interval`` epochs; ``result/train_metrics.jsonl`` (one JSON record per epoch: loss, learning
 rate, teacher momentum and temperature, teacher entropies, student-teacher KL, seconds,
-utterances/s); ``config.yaml``. A run resumes from the newest checkpoint (training/dino.py).
+utterances/s); ``config.yaml``. A run resumes from the newest checkpoint (training/run.py).
 
 Embeddings for pseudo_labeling.py, from the teacher's backbone (DINO's convention), whole files:
     python trainDINO.py --config ... --generate_embeddings --embeddings_path emb.pt [--initial_model F]
@@ -27,9 +27,10 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from models.dino import DINOModel
 from scoring.evaluate import check_counts, evaluate, generate_embeddings
-from training.dino import DINO_OPTIONS, DINOModel, check_options, load_teacher_backbone, train
-from training.loop import seed_everything
+from training.dino import DINO_OPTIONS, DINOTraining, check_options, load_teacher_backbone
+from training.run import seed_everything, train
 from utils.cli import run_cli
 from utils.device import device_session
 from utils.distributed import get_rank
@@ -61,7 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[DINOModel]:
                 generate_embeddings(args, device, encoder_for, model_kind="teacher")
             return None
         seed_everything(args.seed + get_rank())
-        return train(args, device)
+        return train(DINOTraining(args, device))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ each file's random draws seeded by ``--seed`` and its place in the list; ``--emb
 embeds in evaluation mode (docs/method.md §10).
 
 ``--initial_model`` may be a speaker model file (scripts/export_model.py): it needs no
-``--pretrained_model_path``. ``--score_format kaldi`` writes the scores as Kaldi's ``ENROLL TEST SCORE``.
+``--pretrained_model_path``. For a training checkpoint the encoder is built from the options (``model``
+and its shapes; of a pre-trained WavLM only its configuration is read) and takes the checkpoint's
+``__S__.*`` weights. ``--score_format kaldi`` writes the scores as Kaldi's ``ENROLL TEST SCORE``.
 
 Under torchrun with ``--distributed`` every process embeds its share of the files and the main
 process scores and writes, with the same outputs as one process:
@@ -37,26 +39,23 @@ from typing import Optional, Sequence
 
 import torch
 
-from models.speaker_file import is_speaker_model, load_speaker_model
 from scoring.evaluate import check_counts, evaluate, generate_embeddings
-from training.speaker_net import SpeakerNet
-from utils import checkpoints
+from scoring.speaker_model import encoder_from_checkpoint, is_speaker_model, load_speaker_model
 from utils.cli import run_cli
 from utils.device import device_session
 from utils.errors import InputError
-from utils.options import parse_options
+from utils.options import EVAL_OPTIONS, config_options, parse_options
 
 logger = logging.getLogger("trainSpeakerNet_Eval")
 
 
 class EncoderLoader:
-    """The encoder of a checkpoint: a speaker model file carries its own (and needs no --pretrained_model_path);
-    a training checkpoint is loaded into one SpeakerNet, built on first use (the AAM weight is not needed)."""
+    """The encoder of a checkpoint: a speaker model file carries its own; a training checkpoint's is built from
+    the options (``model`` and its shapes; of a pre-trained WavLM only the configuration is read)."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args = args
         self.device = device
-        self.net: Optional[SpeakerNet] = None
 
     def __call__(self, weights: str) -> torch.nn.Module:
         if is_speaker_model(weights):
@@ -69,15 +68,14 @@ class EncoderLoader:
                                *ours)
             logger.info("Loaded speaker model %s", weights)
             return content.encoder.to(self.device)
-        if self.net is None:
-            self.net = SpeakerNet(**vars(self.args)).to(self.device)
-        checkpoints.load_weights(self.net, weights, strict_loss=False)
+        encoder = encoder_from_checkpoint(weights, self.args)
         logger.info("Loaded %s", weights)
-        return self.net.__S__
+        return encoder.to(self.device)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = parse_options("Evaluate speaker-verification checkpoints or embed a training list.", argv)
+    args = parse_options("Evaluate speaker-verification checkpoints or embed a training list.", argv,
+                         EVAL_OPTIONS, config_options(EVAL_OPTIONS))
     if args.eval == args.generate_embeddings:
         raise InputError("give exactly one of --eval and --generate_embeddings")
     check_counts(args)

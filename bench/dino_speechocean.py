@@ -43,7 +43,7 @@ from demo.corpus import link_speaker_files, split_by_speaker, write_train_list
 from demo.noise import make_musan_like, make_rirs
 from scoring.metrics import compute_eer_mindcf
 from scripts.bootstrap_embeddings import mfcc_embeddings
-from training.loop import METRICS_FILE
+from training.run import METRICS_FILE
 from utils.records import read_records
 
 REPO = Path(__file__).resolve().parent.parent

@@ -62,11 +62,11 @@ from demo.noise import make_musan_like
 from demo.prepare import DemoPaths, demo_paths, prepare_demo
 from models.wavlm_checkpoint import BASE_PLUS_CFG, save_random_wavlm_checkpoint
 from scoring.embedding import embed_files
-from training.speaker_net import SpeakerNet, bf16_autocast_supported
-from training.trainer import ModelTrainer
+from training.speaker_net import SpeakerNet
+from training.speaker_trainer import ModelTrainer
 from utils.atomic import atomic_write_text
 from utils.checkpoints import model_path, read_resume_state, read_state_dict, state_path
-from utils.device import resolve_device
+from utils.device import bf16_autocast_supported, resolve_device
 from utils.options import OPTIONS_BY_NAME, load_yaml_config
 from utils.records import read_json, write_json
 from utils.steps import StepMarkers
@@ -401,7 +401,7 @@ def part_torchrun(ctx: PartContext) -> None:
                                f"{(result.stdout + result.stderr)[-2000:]}")
         outputs.append(result.stdout + result.stderr)
         ctx.record(**{f"torchrun_epochs_1_to_{epochs}_s": time.perf_counter() - started})
-    ctx.record(resumed="training epochs 2..2" in outputs[1] and "Restored optimizer" in outputs[1])
+    ctx.record(resumed="epochs 2..2 on" in outputs[1] and "Restored optimizer" in outputs[1])
     started = time.perf_counter()
     plain = trainSpeakerNet.main([*common, "--save_path", str(ctx.folder / "plain"), "--device", "cpu",
                                   "--max_epoch", "2"])

@@ -19,9 +19,8 @@ import torch
 
 from bench.train_speed import HEADS, median, time_flows
 from models.export import export_onnx
-from models.spk_encoder import SpeakerEncoder
-from models.wavlm import WavLM
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG
+from models.wavlm_mhfa import WavLMMHFA
 
 CONFIGS = {"tiny": TINY_WAVLM_CFG, "base_plus": BASE_PLUS_CFG}
 
@@ -31,7 +30,7 @@ def bench(shape: str, args: argparse.Namespace, folder: str) -> None:
 
     n_out, heads, compression = (int(value) for value in HEADS[shape])
     torch.manual_seed(0)
-    encoder = SpeakerEncoder(WavLM(CONFIGS[shape]), nOut=n_out, head_nb=heads, compression_dim=compression).eval()
+    encoder = WavLMMHFA(CONFIGS[shape].to_dict(), nOut=n_out, head_nb=heads, compression_dim=compression).eval()
     path = os.path.join(folder, f"{shape}.onnx")
     export_onnx(encoder, path)
     options = onnxruntime.SessionOptions()

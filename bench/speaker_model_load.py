@@ -18,9 +18,8 @@ import tempfile
 import torch
 
 from bench.train_speed import median, time_flows
-from models.speaker_file import EvalProtocol, encoder_from_checkpoint, save_speaker_model
 from models.wavlm_checkpoint import BASE_PLUS_CFG, save_random_wavlm_checkpoint
-from scoring.speaker_model import SpeakerModel
+from scoring.speaker_model import EvalProtocol, SpeakerModel, encoder_from_checkpoint, save_speaker_model
 from training.speaker_net import SpeakerNet
 from utils import checkpoints, options
 
@@ -32,12 +31,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         wavlm, checkpoint, speaker = (os.path.join(folder, name) for name in ("wavlm.pt", "model.model", "speaker.pt"))
         save_random_wavlm_checkpoint(wavlm, seed=0, **BASE_PLUS_CFG.to_dict())
-        net_options = vars(options.parse_options("bench", [
+        parsed = options.parse_options("bench", [
             "--pretrained_model_path", wavlm, "--model", "spk_encoder", "--nOut", "256", "--head_nb", "64",
-            "--compression_dim", "128", "--nClasses", "7500"]))
+            "--compression_dim", "128", "--nClasses", "7500"])
+        net_options = vars(parsed)
         torch.manual_seed(0)
         checkpoints.save_weights(SpeakerNet(**net_options), checkpoint)
-        encoder = encoder_from_checkpoint(checkpoint, BASE_PLUS_CFG, 256, 64, 128)
+        encoder = encoder_from_checkpoint(checkpoint, parsed)
         save_speaker_model(speaker, encoder, EvalProtocol(400, 15, 700000), 16000, None, None, checkpoint)
         del encoder
 

@@ -24,9 +24,10 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint
-from training.speaker_net import REG_EPSILON, SpeakerNet, bf16_autocast
-from training.trainer import ModelTrainer
+from training.speaker_net import REG_EPSILON, SpeakerNet
+from training.speaker_trainer import ModelTrainer
 from utils import options
+from utils.device import bf16_autocast
 
 HEADS = {"tiny": ("32", "4", "16"), "base_plus": ("256", "64", "128")}  # nOut, head_nb, compression_dim
 
@@ -44,7 +45,7 @@ def original_like_step(net: SpeakerNet, trainer: ModelTrainer, reference_cpu: Di
         embeddings = net.__S__(augmented)
         clean_embeddings = net.__S__(clean)
     loss, _, _ = net.__L__(embeddings.float(), clean_embeddings.float(), labels, epoch)
-    parameters = dict(net.__S__.model.named_parameters())
+    parameters = dict(net.__S__.named_parameters())
     distance = sum(torch.linalg.vector_norm(parameters[name] - value.to(device, copy=True))
                    for name, value in reference_cpu.items())
     total = loss / loss.detach() + net.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)
@@ -66,8 +67,7 @@ def our_step(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, cl
 def make_flows(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, clean: torch.Tensor,
                labels: torch.Tensor) -> Dict[str, Callable[[int], torch.Tensor]]:
     """Both steps on one batch, as functions of the epoch that return the loss: ``{'ours', 'original'}``."""
-    names = {name for name, _ in net.__S__.model.named_parameters()}
-    reference_cpu = {k: v.cpu() for k, v in net.__S__.reference_state.items() if k in names}
+    reference_cpu = {k: v.cpu() for k, v in net.__S__.reference_weights().items()}
     frozen = [p for p in net.__S__.model.parameters() if not p.requires_grad]
 
     def original_step(epoch: int) -> torch.Tensor:

@@ -1,25 +1,31 @@
-"""AAM-softmax with the dynamic loss gate and label correction (docs/method.md §4).
+"""AAM-softmax with the dynamic loss gate and label correction: the published system's loss (docs/method.md §4).
 
-One module, one loss: additive angular margin logits, a per-sample cross-entropy, a gate that drops
-samples whose log-loss exceeds ``lgl_threshold`` (the trainer fits it between epochs with
-:func:`loss.gate.LGL_threshold_update_gmm`), and, from ``lc_start_epoch`` on, label correction that
-recovers dropped samples whose clean view is confidently assigned to some class.
+The AAM logits of :mod:`loss.aam`, a per-sample cross-entropy, a gate that drops samples whose
+log-loss exceeds ``lgl_threshold``, and, from ``lc_start_epoch`` on, label correction that recovers
+dropped samples whose clean view is confidently assigned to some class. Both are hooks of the loss
+interface (loss/speaker_loss.py): before each epoch from ``gate_start_epoch`` on, the main process fits
+the threshold on the previous epoch's losses (:func:`loss.gate.LGL_threshold_update_gmm`), and the
+threshold is the hook state every process receives and a resume restores.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Optional, Tuple
+import logging
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from loss.aam import AAMSoftmax
+from loss.gate import LGL_threshold_update_gmm
 from utils.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 _GATE_OPEN = 1e6
 
 
-class LossFunction(nn.Module):
+class LossFunction(AAMSoftmax):
     """AAM-softmax + loss gate + label correction.
 
     ``kwargs`` receives the whole option namespace; options not listed here are ignored.
@@ -40,24 +46,11 @@ class LossFunction(nn.Module):
         lc_fix_margin: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
-        for name, value in (("nOut", nOut), ("nClasses", nClasses)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"LossFunction: {name} must be a positive integer, got {value!r}")
-        if not 0.0 <= margin < math.pi:
-            raise InputError(f"LossFunction: margin must lie in [0, pi), got {margin!r}")
-        if not scale > 0:
-            raise InputError(f"LossFunction: scale must be positive, got {scale!r}")
+        super().__init__(nOut, nClasses, margin, scale, easy_margin)
         if not lc_temperature > 0:
             raise InputError(f"LossFunction: lc_temperature must be positive, got {lc_temperature!r}")
         if not 0.0 <= lc_confidence < 1.0:
             raise InputError(f"LossFunction: lc_confidence must lie in [0, 1), got {lc_confidence!r}")
-
-        self.in_feats = nOut
-        self.n_classes = nClasses
-        self.m = float(margin)
-        self.s = float(scale)
-        self.easy_margin = bool(easy_margin)
         self.gate_start_epoch = int(gate_start_epoch)
         self.lc_start_epoch = int(lc_start_epoch)
         self.lc_temperature = float(lc_temperature)
@@ -65,39 +58,29 @@ class LossFunction(nn.Module):
         self.lc_fix_margin = bool(lc_fix_margin)
         self.lgl_threshold = _GATE_OPEN
 
-        self.weight = nn.Parameter(torch.empty(nClasses, nOut))
-        nn.init.xavier_normal_(self.weight, gain=1)
+    def needs_clean_view(self, epoch: int) -> bool:
+        return epoch >= self.lc_start_epoch
 
-        self.cos_m = math.cos(self.m)
-        self.sin_m = math.sin(self.m)
-        # Below cos(pi - m), cos(theta + m) would stop decreasing in theta; use a linear stand-in.
-        self.th = math.cos(math.pi - self.m)
-        self.mm = math.sin(math.pi - self.m) * self.m
+    def before_epoch(self, epoch: int, previous_losses: str) -> None:
+        """From ``gate_start_epoch`` on, refit the gate threshold on the previous epoch's losses.
 
-    def gate_update_due(self, epoch: int) -> bool:
-        """Whether the trainer refits ``lgl_threshold`` on the previous epoch's losses before ``epoch``."""
-        return epoch >= self.gate_start_epoch
+        A missing file (a run resumed from a checkpoint copied without its loss files) or a fit
+        without a single crossing keeps the current threshold.
+        """
+        if epoch < self.gate_start_epoch:
+            return
+        if not os.path.isfile(previous_losses):
+            logger.warning("No per-sample loss file %s; keeping the gate threshold at %g", previous_losses,
+                           self.lgl_threshold)
+            return
+        self.lgl_threshold = float(LGL_threshold_update_gmm(previous_losses, self.lgl_threshold))
+        logger.info("Gate threshold (log CE) %.6g from %s", self.lgl_threshold, previous_losses)
 
-    def _cosine_and_phi(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """cos(theta) to every class and its margin version phi, both (B, nClasses)."""
-        cosine = F.linear(F.normalize(x), F.normalize(self.weight))
-        sine = torch.sqrt((1.0 - cosine * cosine).clamp(0, 1))
-        phi = cosine * self.cos_m - sine * self.sin_m
-        if self.easy_margin:
-            phi = torch.where(cosine > 0, phi, cosine)
-        else:
-            phi = torch.where(cosine > self.th, phi, cosine - self.mm)
-        return cosine, phi
+    def hook_state(self) -> Dict[str, Any]:
+        return {"gate_threshold": float(self.lgl_threshold)}
 
-    def _margin_at(self, cosine: torch.Tensor, phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scaled logits carrying the margin at ``target`` only."""
-        at_target = F.one_hot(target, self.n_classes).bool()
-        return self.s * torch.where(at_target, phi, cosine)
-
-    def margin_logits(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """AAM logits s*(onehot*phi + (1-onehot)*cos) for embeddings ``x`` (B, nOut)."""
-        cosine, phi = self._cosine_and_phi(x)
-        return self._margin_at(cosine, phi, target)
+    def load_hook_state(self, state: Mapping[str, Any]) -> None:
+        self.lgl_threshold = float(state["gate_threshold"])
 
     def corrected_labels(self, x_clean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Label correction from the clean view: (argmax class, whether its probability > lc_confidence).
@@ -111,19 +94,7 @@ class LossFunction(nn.Module):
             confident = probs.gather(1, label_lc.unsqueeze(1)).squeeze(1) > self.lc_confidence
         return label_lc, confident
 
-    def _check_inputs(self, x: torch.Tensor, x_clean: Optional[torch.Tensor], label: torch.Tensor,
-                      use_clean: bool) -> None:
-        if x.dim() != 2 or x.size(1) != self.in_feats:
-            raise ValueError(f"LossFunction: x must be (batch, {self.in_feats}), got {tuple(x.shape)}")
-        if label.dim() != 1 or label.size(0) != x.size(0):
-            raise ValueError(f"LossFunction: label must be ({x.size(0)},), got {tuple(label.shape)}")
-        if label.dtype != torch.long:
-            raise ValueError(f"LossFunction: label must be int64 class indices, got {label.dtype}")
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.n_classes):
-            raise ValueError(f"LossFunction: labels must lie in [0, {self.n_classes}), got "
-                             f"[{int(label.min())}, {int(label.max())}]; raise nClasses")
-        if not use_clean:
-            return
+    def _check_clean(self, x: torch.Tensor, x_clean: Optional[torch.Tensor]) -> None:
         if x_clean is None:
             raise ValueError("LossFunction: label correction (epoch >= lc_start_epoch="
                              f"{self.lc_start_epoch}) needs the clean-view embeddings x_clean, got None")
@@ -139,8 +110,10 @@ class LossFunction(nn.Module):
         samples whose arg-max logit equals the gate's target: the label for kept samples, the
         corrected label for recovered ones, and, as in the original, class 0 for the rest.
         """
-        use_clean = epoch >= self.lc_start_epoch
-        self._check_inputs(x, x_clean, label, use_clean)
+        use_clean = self.needs_clean_view(epoch)
+        self._check_inputs(x, label)
+        if use_clean:
+            self._check_clean(x, x_clean)
 
         cosine, phi = self._cosine_and_phi(x)
         logits = self._margin_at(cosine, phi, label)

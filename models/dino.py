@@ -4,10 +4,12 @@
 GELU; batch norm after each hidden layer as in sslsv, optional), L2 normalisation of the bottleneck,
 then a weight-normalised linear layer without bias whose gain is fixed to 1, i.e. cosine
 similarities with K learnt prototype directions. :class:`MultiCropNetwork` runs the backbone and
-the head on views of several lengths; the student and the teacher are two of them.
+the head on views of several lengths; the student and the teacher are two of them, held with the loss
+by :class:`DINOModel`.
 """
 from __future__ import annotations
 
+import copy
 from typing import List
 
 import torch
@@ -70,3 +72,23 @@ class MultiCropNetwork(nn.Module):
 
     def forward(self, *groups: Tensor) -> Tensor:
         return torch.cat([self.head(self.backbone(group)) for group in groups if group.shape[0] > 0])
+
+
+class DINOModel(nn.Module):
+    """Student and teacher (each a backbone and a DINO head) and the loss with its centre (``loss.center``).
+
+    The teacher starts as a copy of the student and never requires gradients. This module's state dict
+    (``student.*``, ``teacher.*``, ``loss.*``) is what a trainDINO.py checkpoint's model file holds; the
+    loss module is given (loss/dino.py's ``DINOLoss``: its centre is part of the training state).
+    """
+
+    def __init__(self, backbone: nn.Module, head: DINOHead, loss: nn.Module) -> None:
+        super().__init__()
+        self.student = MultiCropNetwork(backbone, head)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.loss = loss
+
+    def reset_teacher(self) -> None:
+        """Make the teacher a copy of the student (weights and batch-norm statistics)."""
+        self.teacher.load_state_dict(self.student.state_dict())

@@ -1,4 +1,4 @@
-"""ECAPA-TDNN on log mel filterbanks (Desplanques et al., INTERSPEECH 2020): the DINO bootstrap's encoder.
+r"""ECAPA-TDNN on log mel filterbanks (Desplanques et al., INTERSPEECH 2020): DINO's encoder, and a speaker encoder.
 
 Waveforms (B, S) at 16 kHz become 80 log mel energies per 10 ms frame (25 ms window), each band minus
 its mean over the utterance (``mean_norm``, on by default); then a TDNN layer, three SE-Res2Blocks
@@ -9,15 +9,27 @@ squeeze-excitation bottlenecks of 128; Res2Net scale 8).
 
 The filterbank runs in float32 without autograd even under autocast: it has no parameters, and
 bf16 log energies would lose the quiet bands.
+
+As a speaker encoder (``model: ecapa_tdnn``) it starts from the teacher of a trainDINO.py checkpoint
+(``--pretrained_model_path``), whose weights the L2 regulariser then pulls towards, or at random.
+Its parameter groups: the pooling, its batch norm and the embedding layer are the head
+(``--LR_MHFA``); the frame-level stages (first TDNN layer, the three blocks, the aggregation) the
+backbone (``--LR_Transformer``, stage i scaled by ``--LLRD_factor``\ :sup:`i`).
 """
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as AT
+import yaml
 from torch import Tensor, nn
+
+from models.encoder import SpeakerEncoder
+from utils.checkpoints import CheckpointError, read_state_dict
+from utils.errors import InputError
 
 SAMPLE_RATE = 16000
 LOG_FLOOR = 1e-6
@@ -135,7 +147,7 @@ class AttentiveStatisticsPooling(nn.Module):
         return torch.cat(self._statistics(x, weights), dim=1)
 
 
-class ECAPATDNN(nn.Module):
+class ECAPATDNN(SpeakerEncoder):
     """Waveforms (B, S) at 16 kHz to embeddings (B, nOut); see the module docstring.
 
     ``forward`` takes the speaker encoder's ``(waveforms, lengths)``; ``lengths`` is ignored, so
@@ -152,6 +164,7 @@ class ECAPATDNN(nn.Module):
         self.pooling = AttentiveStatisticsPooling(3 * channels)
         self.pooling_norm = nn.BatchNorm1d(6 * channels)
         self.embedding = nn.Linear(6 * channels, nOut)
+        self._reference: Dict[str, Tensor] = {}
 
     def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         x = self.layer1(self.features(waveforms))
@@ -161,3 +174,89 @@ class ECAPATDNN(nn.Module):
             outputs.append(x)
         pooled = self.pooling(self.aggregation(torch.cat(outputs, dim=1)))
         return self.embedding(self.pooling_norm(pooled))
+
+    @property
+    def embedding_size(self) -> int:
+        return self.embedding.out_features
+
+    def parameter_groups(self, head_lr: float, backbone_lr: float, layer_decay: float) -> List[Dict[str, Any]]:
+        stages = [self.layer1, *self.blocks, self.aggregation]
+        head = [self.pooling, self.pooling_norm, self.embedding]
+        groups = [{"params": [p for module in head for p in module.parameters()], "lr": head_lr}]
+        groups += [{"params": list(stage.parameters()), "lr": backbone_lr * layer_decay ** index}
+                   for index, stage in enumerate(stages)]
+        return groups
+
+    def reference_weights(self) -> Dict[str, Tensor]:
+        return self._reference
+
+    def config(self) -> Dict[str, Any]:
+        return {"channels": self.layer1.conv.out_channels, "nOut": self.embedding_size,
+                "n_mels": self.layer1.conv.in_channels, "mean_norm": self.features.mean_norm}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], state: Optional[Mapping[str, Tensor]] = None) -> "ECAPATDNN":
+        """Built on the CPU, not the meta device (torchaudio's filterbank cannot be built there), without
+        touching the global random state; the model is small."""
+        with torch.random.fork_rng(devices=[]):
+            encoder = cls(**config)
+        if state is not None:
+            encoder.load_state_dict(state)
+        return encoder
+
+    @classmethod
+    def config_from_options(cls, channels: int = 1024, nOut: int = 192, n_mels: int = 80, mean_norm: bool = True,
+                            **options: Any) -> Dict[str, Any]:
+        return {"channels": channels, "nOut": nOut, "n_mels": n_mels, "mean_norm": mean_norm}
+
+    def load_dino_teacher(self, path: str) -> None:
+        """Take the weights of the teacher of a trainDINO.py checkpoint; they become the L2 reference.
+
+        Every tensor must fit (the error names the option that sets its shape). When the DINO run's
+        ``config.yaml`` lies beside its ``model/`` folder, its ECAPA-TDNN options must equal this encoder's.
+        """
+        state = read_state_dict(path)
+        teacher = {key[len(DINO_TEACHER_PREFIX):]: value for key, value in state.items()
+                   if key.startswith(DINO_TEACHER_PREFIX)}
+        if not teacher:
+            raise CheckpointError(f"{path!r} holds no {DINO_TEACHER_PREFIX}* tensors: the ECAPA-TDNN encoder starts "
+                                  "from a trainDINO.py checkpoint (save_path/model/model*.model), or at random "
+                                  "without --pretrained_model_path")
+        _check_dino_options(path, self.config())
+        own = self.state_dict()
+        problems = sorted(set(own) ^ set(teacher))[:4]
+        problems += [f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}" for key, value in teacher.items()
+                     if key in own and value.shape != own[key].shape][:4]
+        if problems:
+            raise CheckpointError(f"the DINO teacher of {path!r} does not fit this ECAPA-TDNN ({self.config()}): "
+                                  f"{'; '.join(problems)}; set --channels, --nOut and --n_mels to the DINO run's")
+        self.load_state_dict(teacher)
+        self._reference = {name: parameter.detach().clone() for name, parameter in self.named_parameters()}
+
+
+DINO_TEACHER_PREFIX = "teacher.backbone."
+"""Keys of the teacher's ECAPA-TDNN in a trainDINO.py checkpoint."""
+
+
+def _check_dino_options(path: str, config: Mapping[str, Any]) -> None:
+    run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "config.yaml")
+    if not os.path.isfile(run_config):
+        return
+    with open(run_config, encoding="utf-8") as handle:
+        trained = yaml.safe_load(handle) or {}
+    for key, value in config.items():
+        if key in trained and trained[key] != value:
+            raise InputError(f"{path!r} was trained with {key}: {trained[key]!r} ({run_config}); this encoder has "
+                             f"{key} {value!r}: set --{key} {trained[key]}")
+
+
+def MainModel(pretrained_model_path: Optional[str] = None, channels: int = 1024, nOut: int = 192, n_mels: int = 80,
+              mean_norm: bool = True, **options: Any) -> ECAPATDNN:
+    """The encoder training starts from: a DINO teacher (``pretrained_model_path``), else random weights."""
+    encoder = ECAPATDNN(channels, nOut, n_mels, mean_norm)
+    if pretrained_model_path:
+        encoder.load_dino_teacher(pretrained_model_path)
+    return encoder
+
+
+ENCODER = ECAPATDNN

@@ -104,21 +104,26 @@ class CheckpointFormatError(InputError):
     """A checkpoint file or folder that cannot be read as a WavLM encoder."""
 
 
-def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
-    """Build a WavLM from ``path`` and return it with a copy of the weights it loaded.
+def read_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLMConfig, Mapping[str, Any]]:
+    """The encoder config and the weights (Microsoft key names, not yet checked) of a pre-trained WavLM.
 
     ``path``: a Microsoft checkpoint (``{'cfg': dict, 'model': state_dict}``, e.g.
     ``WavLM-Base+.pt``), a Hugging Face ``WavLMModel`` folder (``config.json`` with
     ``model.safetensors`` or ``pytorch_model.bin``), or that folder's ``config.json``.
-    The returned dict maps Microsoft key names to float32 CPU copies of the loaded tensors.
     """
     folder = _huggingface_folder(path)
     if folder is not None:
         cfg = _read_huggingface_cfg(folder)
-        weights = _huggingface_to_microsoft_keys(_read_huggingface_weights(folder, trust_checkpoint), cfg)
-    else:
-        cfg, weights = _read_microsoft(path, trust_checkpoint)
-    return _build(cfg, weights, path)
+        return cfg, _huggingface_to_microsoft_keys(_read_huggingface_weights(folder, trust_checkpoint), cfg)
+    return _read_microsoft(path, trust_checkpoint)
+
+
+def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
+    """Build a WavLM from ``path`` (see :func:`read_pretrained_wavlm`) and return it with a copy of the weights
+    it loaded: float32 CPU tensors by Microsoft key name."""
+    cfg, weights = read_pretrained_wavlm(path, trust_checkpoint)
+    model = WavLM(cfg)
+    return model, copy_pretrained_weights(model, weights, path)
 
 
 def read_wavlm_config(path: str, trust_checkpoint: bool = False) -> WavLMConfig:
@@ -289,8 +294,9 @@ def _huggingface_to_microsoft_keys(weights: Mapping[str, Any], cfg: WavLMConfig)
     return renamed
 
 
-def _build(cfg: WavLMConfig, weights: Mapping[str, Any], source: str) -> Tuple[WavLM, Dict[str, Tensor]]:
-    model = WavLM(cfg)
+def copy_pretrained_weights(model: WavLM, weights: Mapping[str, Any], source: str) -> Dict[str, Tensor]:
+    """Copy ``weights`` into ``model``; every encoder tensor must be there with its shape. Returns copies of the
+    loaded tensors (the L2 regulariser's reference), by Microsoft key name in the model's order."""
     expected = model.state_dict()
     missing = sorted(key for key in expected if key not in weights and key not in _OPTIONAL_KEYS)
     if missing:
@@ -310,5 +316,4 @@ def _build(cfg: WavLMConfig, weights: Mapping[str, Any], source: str) -> Tuple[W
     with torch.no_grad():
         for key in loaded:
             expected[key].copy_(weights[key])
-    reference = {key: expected[key].detach().clone() for key in loaded}
-    return model, reference
+    return {key: expected[key].detach().clone() for key in loaded}

@@ -8,7 +8,7 @@ a waveform changes every one of its frames. Hence the rule used here:
   is the same computation row by row); the ``num_eval`` crops of every file all have the crop
   length, so all crops of a batch of files go through together;
 - waveforms of different lengths are padded into one forward, with their ``lengths``, only when
-  the encoder is exact under padding (:func:`padding_is_exact`: every WavLM inside uses
+  the encoder says it is exact under padding (``SpeakerEncoder.padding_is_exact``: for WavLM + MHFA,
   ``extractor_mode='layer_norm'``, whose per-frame norms and unpadded convolutions leave valid
   frames untouched, while the encoder zeroes padded frames before the positional convolution and
   masks them out of attention and pooling); otherwise each such waveform runs alone.
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from dataio.audio import header_length
 from dataio.datasets import AudioFiles, CropSpec
-from models.wavlm import WavLM
+from models.encoder import SpeakerEncoder
 from utils.distributed import gather_objects, get_rank, get_world_size
 from utils.errors import InputError
 from utils.progress import progress_bar
@@ -39,8 +39,7 @@ from utils.progress import progress_bar
 
 def padding_is_exact(encoder: nn.Module) -> bool:
     """True when zero-padding a waveform (with its length given) cannot change its embedding."""
-    backbones = [module for module in encoder.modules() if isinstance(module, WavLM)]
-    return bool(backbones) and all(b.cfg.extractor_mode == "layer_norm" for b in backbones)
+    return isinstance(encoder, SpeakerEncoder) and bool(encoder.padding_is_exact)
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:

@@ -165,7 +165,12 @@ def generate_embeddings(args: argparse.Namespace, device: torch.device, encoder_
     paths, keys = listed_files(args.train_list, args.train_path)
     _, weights = select_checkpoints(args)[0]
     mode = "train" if train_mode else "eval"
-    embeddings = embed_across_processes(encoder_for(weights), paths, device, args.eval_batch_size,
+    encoder = encoder_for(weights)
+    if train_mode and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in encoder.modules()):
+        raise InputError("--embedding_mode train embeds with the network in training mode, where batch norms "
+                         "use each file's own statistics and change the model: this encoder has batch norms; "
+                         "use --embedding_mode eval")
+    embeddings = embed_across_processes(encoder, paths, device, args.eval_batch_size,
                                         num_workers=args.nDataLoaderThread,
                                         desc=f"Embedding the train list ({mode} mode)",
                                         train_seed=args.seed if train_mode else None)

@@ -33,7 +33,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 LIST_EXTENSIONS = (".txt", ".lst")
 
 RUN_OPTIONS = [  # shared with scripts/verify.py
-    OPTIONS_BY_NAME["device"],
+    dataclasses.replace(OPTIONS_BY_NAME["device"], group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["eval_batch_size"], help="files embedded per forward pass", group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["nDataLoaderThread"], default=2, group=RUN),
 ]
@@ -82,7 +82,7 @@ def audio_paths(inputs: Sequence[str], root: str) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-    args = parse_options("Embed audio files with a speaker model file.", argv, EMBED_OPTIONS)
+    args = parse_options("Embed audio files with a speaker model file.", argv, EMBED_OPTIONS, accepted=())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if not args.output:
         raise InputError("--output is required (embeddings.pt, or an .ark file with --format kaldi)")

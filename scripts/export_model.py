@@ -6,48 +6,66 @@
 
 The checkpoint is ``--initial_model`` (ours or the original's layout) or else the newest of
 ``save_path/model`` (with ``--average_checkpoints N``, the average of the newest N, as the evaluator
-chooses: scoring/evaluate.py); ``--pretrained_model_path`` only gives the WavLM configuration (no weights are
-read from it). The evaluation settings stored are the options' ``eval_frames``, ``num_eval`` and
-``max_eval_samples``: give the config the model was evaluated with. The EER threshold comes from an
+chooses: scoring/evaluate.py). The encoder is built from the options (``model`` and its shapes, as the
+training config gives them); for WavLM, ``--pretrained_model_path`` only gives its configuration (no
+weights are read from it). The evaluation settings stored are the options' ``eval_frames``, ``num_eval``
+and ``max_eval_samples``: give the config the model was evaluated with. The EER threshold comes from an
 evaluation record of trainSpeakerNet_Eval.py (``--eval_json``) or ``--threshold``. ``--initial_model``
-may also be a speaker model file, e.g. to write only its ONNX copy. See models/speaker_file.py for the
+may also be a speaker model file, e.g. to write only its ONNX copy. See scoring/speaker_model.py for the
 file's content and scripts/embed.py / scripts/verify.py for its use.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from typing import Optional, Sequence, Tuple
 
 from dataio.audio import SAMPLE_RATE
+from models.encoder import SpeakerEncoder
 from models.export import export_onnx, export_torchscript
-from models.pretrained import resolve_pretrained
-from models.speaker_file import (
+from scoring.evaluate import select_checkpoints
+from scoring.speaker_model import (
     EvalProtocol,
     encoder_from_checkpoint,
     is_speaker_model,
     load_speaker_model,
     save_speaker_model,
 )
-from models.spk_encoder import SpeakerEncoder
-from models.wavlm_checkpoint import read_wavlm_config
-from scoring.evaluate import select_checkpoints
 from utils.atomic import check_writable
 from utils.cli import run_cli
 from utils.errors import InputError
-from utils.options import EVAL, IO, OPTIONS, Option, optional_str, parse_options, str2bool
+from utils.options import (
+    MODEL,
+    OPTIONS_BY_NAME,
+    Option,
+    config_options,
+    optional_str,
+    parse_options,
+    str2bool,
+)
 from utils.records import read_json
 
+OUTPUT, CHECKPOINT, PROTOCOL, THRESHOLD = "output", "checkpoint", "evaluation protocol stored", "threshold stored"
 EXPORT_OPTIONS = [
-    *OPTIONS,  # so that a training config (--config) gives the shapes and the evaluation settings
-    Option("output", optional_str, None, "speaker model file to write", IO),
-    Option("onnx", optional_str, None, "also write the embedding network as ONNX to this file", IO),
-    Option("torchscript", optional_str, None, "also write the embedding network as TorchScript to this file", IO),
+    Option("output", optional_str, None, "speaker model file to write", OUTPUT),
+    Option("onnx", optional_str, None, "also write the embedding network as ONNX to this file", OUTPUT),
+    Option("torchscript", optional_str, None, "also write the embedding network as TorchScript to this file",
+           OUTPUT),
+    dataclasses.replace(OPTIONS_BY_NAME["initial_model"], group=CHECKPOINT,
+                        help="checkpoint to export (ours or the original's layout) or a speaker model file; "
+                             "default: the newest of save_path/model"),
+    dataclasses.replace(OPTIONS_BY_NAME["save_path"], group=CHECKPOINT),
+    dataclasses.replace(OPTIONS_BY_NAME["average_checkpoints"], group=CHECKPOINT,
+                        help="export the weight average of the newest N checkpoints of save_path/model"),
+    *(option for option in OPTIONS_BY_NAME.values() if option.group == MODEL),
+    *(dataclasses.replace(OPTIONS_BY_NAME[name], group=PROTOCOL)
+      for name in ("eval_frames", "num_eval", "max_eval_samples")),
+    Option("whole_file", str2bool, True, "average the whole-file score in, as the evaluator does", PROTOCOL),
     Option("eval_json", optional_str, None,
-           "store the EER threshold of this evaluation record (save_path/result/eval_<checkpoint>_<list>.json)", EVAL),
-    Option("threshold", float, None, "store this score threshold instead", EVAL),
-    Option("whole_file", str2bool, True, "average the whole-file score in, as the evaluator does", EVAL),
+           "the EER threshold of this evaluation record (save_path/result/eval_<checkpoint>_<list>.json)", THRESHOLD),
+    Option("threshold", float, None, "this score threshold instead", THRESHOLD),
 ]
 
 
@@ -88,10 +106,7 @@ def export(args: argparse.Namespace) -> SpeakerEncoder:
         if threshold is None:
             threshold, source = content.eer_threshold, content.threshold_source
     else:
-        if not args.pretrained_model_path:
-            raise InputError("--pretrained_model_path is needed for the WavLM configuration of a training checkpoint")
-        cfg = read_wavlm_config(resolve_pretrained(args.pretrained_model_path, args.model_cache), args.trust_checkpoint)
-        encoder = encoder_from_checkpoint(checkpoint, cfg, args.nOut, args.head_nb, args.compression_dim)
+        encoder = encoder_from_checkpoint(checkpoint, args)
         protocol = EvalProtocol(args.eval_frames, args.num_eval, args.max_eval_samples, args.whole_file)
     if args.output:
         save_speaker_model(args.output, encoder, protocol, SAMPLE_RATE, threshold, source, checkpoint)
@@ -109,7 +124,7 @@ def export(args: argparse.Namespace) -> SpeakerEncoder:
 
 def main(argv: Optional[Sequence[str]] = None) -> SpeakerEncoder:
     return export(parse_options("Make a speaker model file (and ONNX / TorchScript copies) from a checkpoint.", argv,
-                                EXPORT_OPTIONS))
+                                EXPORT_OPTIONS, config_options(EXPORT_OPTIONS)))
 
 
 if __name__ == "__main__":

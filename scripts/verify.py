@@ -79,7 +79,7 @@ def verify_trials(model: SpeakerModel, args: argparse.Namespace, threshold: Opti
 
 
 def main(argv: Optional[Sequence[str]] = None) -> np.ndarray:
-    args = parse_options("Score verification trials with a speaker model file.", argv, VERIFY_OPTIONS)
+    args = parse_options("Score verification trials with a speaker model file.", argv, VERIFY_OPTIONS, accepted=())
     files = args.files or []
     if bool(args.trials) == bool(files) or (files and len(files) != 2):
         raise InputError("give two audio files, or --trials LIST (not both)")

@@ -8,8 +8,8 @@ import torch
 
 from dataio.audio import crop_audio, header_length, read_audio
 from dataio.datasets import AudioFiles, CropSpec
-from models.spk_encoder import MainModel
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
+from models.wavlm_mhfa import MainModel
 from scoring.embedding import BatchedEncoder, embed_files, equal_length_groups, padding_is_exact, plan_batches
 
 CPU = torch.device("cpu")

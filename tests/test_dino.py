@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import trainDINO
+import training.run
 from dataio.audio import crop_samples, read_audio
 from dataio.embedding_store import embedding_key
 from dataio.multicrop import MultiCropDataset
@@ -163,16 +164,16 @@ def test_loss_statistics_and_centre_match_a_hand_computation():
 def test_teacher_is_the_ema_of_the_student_and_prototypes_are_frozen_in_epoch_one():
     args = tiny_args()
     torch.manual_seed(0)
-    model = dino.DINOModel(**vars(args))
+    model = dino.build_dino_model(**vars(args))
     model.reset_teacher()
     trainer = dino.DINOTrainer(model, model.student, dino.schedules_of(args, steps_per_epoch=3), **vars(args))
     assert not any(p.requires_grad for p in model.teacher.parameters())
     teacher_before = {k: v.clone() for k, v in model.teacher.named_parameters()}
     student_before = {k: v.clone() for k, v in model.student.named_parameters()}
 
-    trainer.train_step(*random_views(0), epoch=1)
+    trainer.step(random_views(0), epoch=1)
     momentum = trainer.schedules.momentum(0)
-    assert momentum == pytest.approx(0.996) and trainer.step == 1
+    assert momentum == pytest.approx(0.996) and trainer.step_count == 1
     assert trainer.optimizer.param_groups[0]["lr"] == trainer.schedules.learning_rate(0)
     student = dict(model.student.named_parameters())
     for name, parameter in model.teacher.named_parameters():
@@ -185,7 +186,7 @@ def test_teacher_is_the_ema_of_the_student_and_prototypes_are_frozen_in_epoch_on
     assert unmoved == {"head.last_layer.weight", "backbone.pooling.attention.bias", "backbone.embedding.bias"}
     assert not torch.equal(model.teacher.backbone.embedding.weight, teacher_before["backbone.embedding.weight"])
 
-    trainer.train_step(*random_views(1), epoch=2)
+    trainer.step(random_views(1), epoch=2)
     assert not torch.equal(model.student.head.last_layer.weight, student_before["head.last_layer.weight"])
 
 
@@ -207,10 +208,10 @@ def test_schedules_warm_up_then_decay_and_raise_the_momentum_to_one():
 
 # ----- collapse -----
 
-def epoch_stats(collapsed, steps=4, entropy=2.0, batch_entropy=3.0):
-    return dino.DINOEpochStats(loss=5.0, teacher_entropy=entropy, teacher_batch_entropy=batch_entropy, kl=0.5,
-                          steps=steps, utterances=16, seconds=1.0, collapsed_steps=collapsed, lr=0.1,
-                          teacher_momentum=0.996, teacher_temp=0.04)
+def epoch_means(collapsed, steps=4, entropy=2.0, batch_entropy=3.0):
+    """The mean figures of an epoch of ``steps`` steps, ``collapsed[kind]`` of them collapsed that way."""
+    return {"loss": 5.0, "teacher_entropy": entropy, "teacher_batch_entropy": batch_entropy, "kl": 0.5,
+            **{figure: collapsed[kind] / steps for kind, figure in dino.COLLAPSE_FIGURES.items()}}
 
 
 def test_collapse_kinds_and_whole_epoch_rule():
@@ -220,15 +221,15 @@ def test_collapse_kinds_and_whole_epoch_rule():
     assert dino.collapse_kind(TeacherStatistics(entropy=0.01, batch_entropy=3.0, kl=1.0), k) is None  # sharp, spread
     assert dino.collapse_kind(TeacherStatistics(entropy=dino.UNIFORM_FRACTION * math.log(k) + 1e-3,
                                            batch_entropy=math.log(k), kl=0.0), k) == "uniform"
-    dino.check_collapse(epoch_stats({"one prototype": 3, "uniform": 0}), 1, k)  # not the whole epoch
-    with pytest.raises(TrainingDiverged, match=r"epoch 7: the teacher collapsed to one prototype at all 4 steps: "
+    dino.check_collapse(epoch_means({"one prototype": 3, "uniform": 0}), 1, k, 0.04)  # not the whole epoch
+    with pytest.raises(TrainingDiverged, match=r"epoch 7: the teacher collapsed to one prototype at every step: "
                                                r"entropy of its batch-mean distribution 0\.0200"):
-        dino.check_collapse(epoch_stats({"one prototype": 4, "uniform": 0}, batch_entropy=0.02), 7, k)
+        dino.check_collapse(epoch_means({"one prototype": 4, "uniform": 0}, batch_entropy=0.02), 7, k, 0.04)
 
 
 def test_a_uniform_teacher_stops_training_without_a_checkpoint(tiny_corpus, tmp_path):
     save_path = str(tmp_path / "exp")
-    message = (r"epoch 1: the teacher collapsed to the uniform distribution at all 6 steps: per-sample entropy "
+    message = (r"epoch 1: the teacher collapsed to the uniform distribution at every step: per-sample entropy "
                r"5\.54\d\d nats of at most log K = 5\.5452")
     with pytest.raises(TrainingDiverged, match=message):
         trainDINO.main(dino_argv(tiny_corpus, save_path, "--teacher_temp", "1000", "--teacher_temp_warmup", "1000"))
@@ -261,7 +262,8 @@ def test_training_writes_checkpoints_metrics_and_config(two_epoch_run):
     records = read_records(save_path)
     assert [r["epoch"] for r in records] == [1, 2]
     assert set(records[0]) == {"epoch", "loss", "lr", "teacher_momentum", "teacher_temp", "teacher_entropy",
-                               "teacher_batch_entropy", "kl", "steps", "seconds", "utterances_per_s"}
+                               "teacher_batch_entropy", "kl", "steps", "skipped_steps", "seconds",
+                               "utterances_per_s"}
     assert records[1]["teacher_momentum"] > records[0]["teacher_momentum"] > 0.996
     assert all(0 < r["teacher_entropy"] <= r["teacher_batch_entropy"] <= math.log(256) for r in records)
     resolved = options.parse_options("t", ["--config", os.path.join(save_path, "config.yaml")], dino.DINO_OPTIONS)
@@ -277,19 +279,19 @@ class Interrupted(Exception):
 def test_resumed_run_is_bitwise_the_uninterrupted_run(two_epoch_run, tiny_corpus, tmp_path, caplog, monkeypatch):
     straight_path, _, straight = two_epoch_run
     save_path = str(tmp_path / "exp")
-    save_checkpoint = dino.save_checkpoint
+    save_checkpoint = training.run.save_checkpoint
 
     def save_then_stop(*args):
         save_checkpoint(*args)
         raise Interrupted  # killed right after epoch 1's checkpoint (same max_epoch, so the same schedules)
 
-    monkeypatch.setattr(dino, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(training.run, "save_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
         trainDINO.main(dino_argv(tiny_corpus, save_path))
-    monkeypatch.setattr(dino, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(training.run, "save_checkpoint", save_checkpoint)
     with caplog.at_level("INFO"):
         resumed = trainDINO.main(dino_argv(tiny_corpus, save_path))
-    assert "training epochs 2..2" in caplog.text and "Restored the optimizer and step 6" in caplog.text
+    assert "epochs 2..2 on" in caplog.text and "Restored the optimizer and step 6" in caplog.text
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     timing = {"seconds", "utterances_per_s"}

@@ -15,8 +15,8 @@ import torch
 
 from models import pretrained
 from models.pretrained import KnownModel, RemoteFile, cache_folder, resolve_pretrained
-from models.spk_encoder import MainModel
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
+from models.wavlm_mhfa import MainModel
 from utils.download import DownloadError
 
 

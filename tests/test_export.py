@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from models.export import export_onnx, export_torchscript
-from models.spk_encoder import SpeakerEncoder
-from models.wavlm import WavLM
 from models.wavlm_checkpoint import TINY_WAVLM_CFG
+from models.wavlm_mhfa import WavLMMHFA
 from tests.helpers_models import randomize_parameters_
 
 SECONDS = (1.0, 7.3, 20.0)
@@ -17,7 +16,7 @@ TOLERANCE = 1e-4  # relative: max |difference| / max |eager embedding|
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    model = SpeakerEncoder(WavLM(TINY_WAVLM_CFG), nOut=32, head_nb=4, compression_dim=16)
+    model = WavLMMHFA(TINY_WAVLM_CFG.to_dict(), nOut=32, head_nb=4, compression_dim=16)
     randomize_parameters_(model, seed=1)
     return model.train()  # the exports must switch to evaluation mode themselves
 

@@ -245,9 +245,20 @@ def test_gradient_is_the_derivative_of_the_loss():
     assert torch.autograd.gradcheck(total, (x, weight), fast_mode=True)
 
 
-def test_gate_update_due_from_gate_start_epoch():
+def test_gate_is_refitted_from_gate_start_epoch(tmp_path):
+    """The hook fits the threshold on the previous epoch's losses from gate_start_epoch on, and only then."""
+    losses = tmp_path / "epoch.txt"
+    values = torch.cat([torch.full((50,), 0.1), torch.full((50,), 5.0)]) * torch.linspace(0.9, 1.1, 100)
+    losses.write_text("".join(f"{v:.6f} f{i}.wav\n" for i, v in enumerate(values.tolist())))
     loss = LossFunction(nOut=2, nClasses=3, gate_start_epoch=5)
-    assert [loss.gate_update_due(e) for e in (1, 4, 5, 6)] == [False, False, True, True]
+    fitted = []
+    for epoch in (1, 4, 5):
+        loss.before_epoch(epoch, str(losses))
+        fitted.append(loss.hook_state()["gate_threshold"])
+    assert fitted[:2] == [1e6, 1e6]
+    assert math.log(0.11) < fitted[2] < math.log(4.5)
+    loss.load_hook_state({"gate_threshold": 0.25})
+    assert loss.lgl_threshold == 0.25
 
 
 def test_extra_options_are_ignored_and_bad_values_rejected():

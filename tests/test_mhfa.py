@@ -7,12 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models.spk_encoder
-from models import KNOWN_MODELS, get_model_factory
+import models.wavlm_mhfa
+from models.encoder import ALIASES, ENCODERS, encoder_class, get_model_factory
 from models.mhfa import MHFA
-from models.spk_encoder import MainModel, SpeakerEncoder
-from models.wavlm import WavLM
 from models.wavlm_checkpoint import BASE_PLUS_CFG, TINY_WAVLM_CFG, save_random_wavlm_checkpoint
+from models.wavlm_mhfa import MainModel, WavLMMHFA
 from tests.helpers_models import randomize_parameters_
 
 HEAD_KEYS = {"weights_k", "weights_v", "cmp_linear_k.weight", "cmp_linear_k.bias", "cmp_linear_v.weight",
@@ -89,10 +88,10 @@ def test_layer_weights_learn_and_bad_inputs_are_explained():
 
 
 def test_one_layer_weight_per_hidden_state():
-    tiny = SpeakerEncoder(WavLM(TINY_WAVLM_CFG), {}, nOut=16, head_nb=4, compression_dim=8)
+    tiny = WavLMMHFA(TINY_WAVLM_CFG.to_dict(), nOut=16, head_nb=4, compression_dim=8)
     assert tiny.backend.weights_k.numel() == tiny.backend.weights_v.numel() == 3
     with torch.device("meta"):
-        base_plus = SpeakerEncoder(WavLM(BASE_PLUS_CFG), {})
+        base_plus = WavLMMHFA(BASE_PLUS_CFG.to_dict())
     assert base_plus.backend.weights_k.numel() == 13
     keys = set(base_plus.state_dict())
     assert {key[len("backend."):] for key in keys if key.startswith("backend.")} == HEAD_KEYS
@@ -121,19 +120,21 @@ def test_padded_batch_embeds_like_single_utterances(tiny_checkpoint):
 
 def test_main_model_factory(tiny_checkpoint):
     factory = get_model_factory("Baseline.Spk_Encoder")
-    assert factory is get_model_factory("spk_encoder") is models.spk_encoder.MainModel
-    assert set(KNOWN_MODELS) == {"spk_encoder", "Baseline.Spk_Encoder"}
+    assert factory is get_model_factory("spk_encoder") is get_model_factory("wavlm_mhfa") is models.wavlm_mhfa.MainModel
+    assert encoder_class("Baseline.Spk_Encoder") is WavLMMHFA
+    assert set(ENCODERS) == {"wavlm_mhfa", "ecapa_tdnn"} and set(ALIASES) == {"spk_encoder", "Baseline.Spk_Encoder"}
     encoder = factory(pretrained_model_path=tiny_checkpoint, nOut=32, head_nb=8, max_frames=300,
                       LR_MHFA=5e-3, model="Baseline.Spk_Encoder")
     assert encoder.backend.pooling_fc.out_features == 32 and encoder.backend.att_head.out_features == 8
     state = encoder.state_dict()
     assert not any("reference" in key for key in state)
-    assert set(encoder.reference_state) == {key[len("model."):] for key in state if key.startswith("model.")}
-    for key, value in encoder.reference_state.items():
-        assert torch.equal(value, state[f"model.{key}"])
+    reference = encoder.reference_weights()
+    assert set(reference) == {key for key in state if key.startswith("model.")}
+    for key, value in reference.items():
+        assert torch.equal(value, state[key])
     with pytest.raises(ValueError, match="--pretrained_model_path"):
         factory(pretrained_model_path=None)
-    with pytest.raises(ValueError, match="unknown model 'ResNetSE34'.*spk_encoder, Baseline.Spk_Encoder"):
+    with pytest.raises(ValueError, match="unknown model 'ResNetSE34'.*ecapa_tdnn, wavlm_mhfa.*Baseline.Spk_Encoder"):
         get_model_factory("ResNetSE34")
     with pytest.raises(ValueError, match="defines no MainModel"):
         get_model_factory("mhfa")
@@ -141,7 +142,7 @@ def test_main_model_factory(tiny_checkpoint):
 
 def test_large_like_head_uses_backbone_width():
     cfg = dataclasses.replace(TINY_WAVLM_CFG, encoder_embed_dim=48, encoder_layers=3)
-    encoder = SpeakerEncoder(WavLM(cfg), {}, nOut=10, head_nb=2, compression_dim=4)
+    encoder = WavLMMHFA(cfg.to_dict(), nOut=10, head_nb=2, compression_dim=4)
     assert encoder.backend.cmp_linear_k.in_features == 48 and encoder.backend.weights_k.numel() == 4
     with torch.no_grad():
         assert encoder.eval()(torch.randn(2, 3000)).shape == (2, 10)

@@ -1,12 +1,12 @@
-"""The README's options table is the option system's own output: the two cannot drift apart."""
+"""The options page is the option system's own output: the two cannot drift apart."""
 import os
 
-from scripts.options_table import options_table
+from scripts.options_table import options_page
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+OPTIONS_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "options.md")
 
 
-def test_readme_options_table_is_current():
-    with open(README, encoding="utf-8") as handle:
-        text = handle.read()
-    assert options_table() in text, "README options table is stale: paste `python scripts/options_table.py`"
+def test_options_page_is_current():
+    with open(OPTIONS_PAGE, encoding="utf-8") as handle:
+        assert handle.read() == options_page(), \
+            "docs/options.md is stale: run `python scripts/options_table.py --output docs/options.md`"

@@ -20,7 +20,7 @@ import soundfile
 import torch
 
 import scoring.evaluate
-import training.loop
+import training.run
 import trainSpeakerNet
 import trainSpeakerNet_Eval
 import utils.atomic
@@ -30,7 +30,8 @@ from models.wavlm_checkpoint import CheckpointFormatError, load_pretrained_wavlm
 from scoring.embedding import embed_files
 from scripts import bootstrap_embeddings
 from tests.conftest import REPO_ROOT
-from training.trainer import ModelTrainer
+from training.run import run_epoch
+from training.speaker_trainer import ModelTrainer
 from utils import checkpoints
 from utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
 from utils.errors import InputError, TrainingDiverged, WriteError
@@ -118,16 +119,16 @@ def nan_batch(batch_size: int, samples: int, poison: bool):
 
 def test_a_non_finite_step_is_skipped_and_counted_and_too_many_in_a_row_stop(tiny_net, tmp_path):
     net = tiny_net()
-    trainer = ModelTrainer(net, max_nonfinite_steps=2)
+    trainer = ModelTrainer(net, max_nonfinite_steps=2, loss_vals_dir=str(tmp_path))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     loader = [nan_batch(4, 4000, poison=True), nan_batch(4, 4000, poison=False)]
-    stats = trainer.train_network(loader, str(tmp_path / "e1.txt"), 1, verbose=False)
-    assert (stats.steps, stats.skipped_steps) == (1, 1)
+    record = run_epoch(trainer, loader, 1, verbose=False)
+    assert (record["steps"], record["skipped_steps"]) == (1, 1)
     changed = [k for k in before if not torch.equal(before[k], net.state_dict()[k])]
     assert changed and all(torch.isfinite(v).all() for v in net.state_dict().values())
     with pytest.raises(TrainingDiverged, match="2 steps in a row gave a non-finite loss or gradient"):
-        trainer.train_network([nan_batch(4, 4000, True)] * 3, str(tmp_path / "e2.txt"), 2, verbose=False)
-    assert not os.path.exists(tmp_path / "e2.txt")
+        run_epoch(trainer, [nan_batch(4, 4000, True)] * 3, 2, verbose=False)
+    assert os.path.exists(tmp_path / "epoch_1.txt") and not os.path.exists(tmp_path / "epoch_2.txt")
 
 
 def test_non_finite_weights_are_never_saved_nor_loaded(tiny_net, tiny_argv, tmp_path):
@@ -135,7 +136,7 @@ def test_non_finite_weights_are_never_saved_nor_loaded(tiny_net, tiny_argv, tmp_
     with torch.no_grad():
         net.__S__.backend.pooling_fc.bias[0] = float("inf")
     with pytest.raises(TrainingDiverged, match="weight '__S__.backend.pooling_fc.bias' holds NaN or inf"):
-        training.loop.save_checkpoint(net, ModelTrainer(net), str(tmp_path / "model"), 1)
+        training.run.save_checkpoint(net, ModelTrainer(net), str(tmp_path / "model"), 1)
     assert not os.path.exists(tmp_path / "model" / "model000000001.model")
     bad = str(tmp_path / "bad.model")
     torch.save(net.state_dict(), bad)
@@ -277,18 +278,18 @@ def test_an_epoch_redone_after_a_kill_has_one_line_and_one_record(tiny_argv, tmp
     stale = os.path.join(save_path, "model", ".model000000001.model.abcd1234.tmp")
     os.makedirs(os.path.dirname(stale))
     open(stale, "w").close()
-    saved = training.loop.save_checkpoint
+    saved = training.run.save_checkpoint
 
     def killed_at_epoch_2(net, trainer, model_dir, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
         saved(net, trainer, model_dir, epoch)
 
-    monkeypatch.setattr(training.loop, "save_checkpoint", killed_at_epoch_2)
+    monkeypatch.setattr(training.run, "save_checkpoint", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         trainSpeakerNet.main(tiny_argv(save_path, "--max_epoch", "2"))
     assert not os.path.exists(stale)
-    monkeypatch.setattr(training.loop, "save_checkpoint", saved)
+    monkeypatch.setattr(training.run, "save_checkpoint", saved)
     trainSpeakerNet.main(tiny_argv(save_path, "--max_epoch", "2"))
     lines = open(os.path.join(save_path, "result", "scores.txt")).read().splitlines()
     assert [line.split(",")[0] for line in lines] == ["Epoch 1", "Epoch 2"]

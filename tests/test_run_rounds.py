@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import rounds.steps
 import run_rounds
 from tests.data_factory import make_speaker_dataset
 
@@ -128,7 +129,8 @@ def test_dry_run_commands(tmp_path, capsys):
     assert len(trainings) == 3 and len([c for c in commands if "trainSpeakerNet_Eval.py" in c]) == 4
     assert all("-m torch.distributed.run --standalone --nproc_per_node=2" in c and "--distributed true" in c
                for c in commands if "trainSpeakerNet" in c)
-    assert all("--max_epoch 3" in c for c in commands if "trainSpeakerNet" in c)
+    assert all("--max_epoch 3" in c for c in trainings)  # each command gets the overrides it reads
+    assert not any("--max_epoch" in c for c in commands if "trainSpeakerNet_Eval.py" in c)
     assert all("--device cpu" in c and "--n_clusters 50000 --n_clusters_ahc 7500" in c
                for c in commands if "pseudo_labeling.py" in c)
     assert f"{tmp_path / 'exp' / 'round1' / 'embeddings.pt'} {tmp_path / 'exp' / 'round2' / 'pseudo_labels.txt'}" in out
@@ -166,11 +168,11 @@ def test_missing_inputs_of_the_recipe(tmp_path, capsys):
 
 
 def test_failed_step_leaves_no_marker_and_reruns(tmp_path, capsys):
-    runner = run_rounds.StepRunner(tmp_path, dict(os.environ))
+    runner = rounds.steps.StepRunner(tmp_path, dict(os.environ))
     flag = tmp_path / "flag"
     script = f"import os, sys; print('attempt'); sys.exit(0 if os.path.exists({str(flag)!r}) else 3)"
-    step = run_rounds.Step("demo.step", "a step", lambda: [sys.executable, "-c", script])
-    with pytest.raises(run_rounds.DriverError, match=r"exit status 3.*logs/demo.step.log"):
+    step = rounds.steps.Step("demo.step", "a step", lambda: [sys.executable, "-c", script])
+    with pytest.raises(rounds.steps.DriverError, match=r"exit status 3.*logs/demo.step.log"):
         runner.run(step, "[1/1]")
     assert runner.markers.finished("demo.step") is None
     flag.write_text("")

@@ -12,8 +12,7 @@ import torch
 import trainSpeakerNet_Eval
 from dataio.audio import read_audio
 from demo.corpus import write_trials
-from models.speaker_file import load_speaker_model
-from scoring.speaker_model import SpeakerModel
+from scoring.speaker_model import SpeakerModel, load_speaker_model
 from scripts import embed, export_model, verify
 from utils import checkpoints
 from utils.checkpoints import CheckpointError
@@ -61,13 +60,30 @@ def test_speaker_file_holds_the_encoder_only_and_the_protocol(exported):
     trained = checkpoints.read_state_dict(newest)
     assert sorted("__S__." + k for k in keys) == sorted(k for k in trained if k.startswith("__S__."))
     assert content["protocol"] == {"eval_frames": 50, "num_eval": 3, "max_eval_samples": 700000, "whole_file": True}
-    assert content["encoder"] == {"nOut": 32, "head_nb": 4, "compression_dim": 16}
+    assert content["version"] == 2 and content["encoder"] == "wavlm_mhfa"
+    config = content["encoder_config"]
+    assert {k: config[k] for k in ("nOut", "head_nb", "compression_dim")} == {"nOut": 32, "head_nb": 4,
+                                                                              "compression_dim": 16}
+    assert config["wavlm_cfg"]["encoder_layers"] == 2
     assert content["sample_rate"] == 16000
     assert content["eer_threshold"] == pytest.approx(read_json(record)["eer_threshold"])
     loaded = load_speaker_model(out)
-    assert loaded.encoder.reference_state is None and not loaded.encoder.training
+    assert loaded.encoder.reference_weights() == {} and not loaded.encoder.training
     for key, value in loaded.encoder.state_dict().items():
         assert torch.equal(value, trained["__S__." + key]), key
+
+
+def test_a_version_1_file_still_loads(exported, tmp_path):
+    """Files written before the encoder interface (WavLM + MHFA only) give the same encoder."""
+    out, _, _ = exported
+    content = torch.load(out, weights_only=True)
+    config = content.pop("encoder_config")
+    content.update(version=1, wavlm_cfg=config.pop("wavlm_cfg"), encoder=config)
+    old = str(tmp_path / "v1.pt")
+    torch.save(content, old)
+    for (key, value), (old_key, old_value) in zip(load_speaker_model(out).encoder.state_dict().items(),
+                                                  load_speaker_model(old).encoder.state_dict().items()):
+        assert key == old_key and torch.equal(value, old_value)
 
 
 def test_verify_and_embed_give_the_evaluators_scores(exported, trials, tiny_corpus, tmp_path, capsys):

@@ -7,13 +7,14 @@ import re
 import pytest
 import torch
 
-import training.loop
+import training.run
+import training.speaker_trainer
 import trainSpeakerNet
 from DatasetLoader import train_dataset_loader, train_dataset_sampler
 from loss import LGL_threshold_update_gmm
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
 from tests.conftest import TINY_CONFIG
-from training.trainer import ModelTrainer, rank_part_path
+from training.speaker_trainer import ModelTrainer, rank_part_path
 from utils import options
 from utils.errors import InputError
 from utils.records import read_records
@@ -154,7 +155,7 @@ def test_scheduler_restored_equals_fast_forwarded(tiny_net):
     restored = trainer_of(tiny_net())
     restored.load_state_dict(trained.state_dict())
     forwarded = trainer_of(tiny_net())
-    forwarded.fast_forward_scheduler(3)
+    forwarded.skip_epochs(3)
     expected = [5e-3 * 0.125, 1e-3 * 0.125, 1e-3 * 0.125]
     assert trained.learning_rates() == pytest.approx(expected)
     assert restored.learning_rates() == pytest.approx(expected)
@@ -256,7 +257,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(two_epoch_run, tiny_argv, 
     caplog.clear()
     with caplog.at_level("INFO"):
         resumed = trainSpeakerNet.main(tiny_argv(save_path, "--max_epoch", "2"))
-    assert "training epochs 2..2" in caplog.text and "Restored optimizer" in caplog.text
+    assert "epochs 2..2 on" in caplog.text and "Restored optimizer" in caplog.text
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
     for name in ("epoch_1.txt", "epoch_2.txt"):
@@ -270,7 +271,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(two_epoch_run, tiny_argv, 
 
 def test_fewer_labels_than_classes_is_logged(tiny_argv, tmp_path, caplog):
     with caplog.at_level("INFO"):
-        training.loop.check_labels(
+        training.speaker_trainer.check_labels(
             train_dataset_loader(**vars(options.parse_options("t", tiny_argv(str(tmp_path))))), 8, "LIST")
     assert "LIST: 6 labels, nClasses 8: AAM rows 6..7 unused" in caplog.text
 
@@ -294,18 +295,18 @@ def test_eval_options_point_to_the_eval_script(tiny_argv, tmp_path):
 def test_start_point_newest_checkpoint_wins_over_initial_model(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    assert training.loop.find_start(str(folder), None) == (1, None, None)
-    assert training.loop.find_start(str(folder), "round.model") == (1, "round.model", None)
+    assert training.run.find_start(str(folder), None) == (1, None, None)
+    assert training.run.find_start(str(folder), "round.model") == (1, "round.model", None)
     torch.save({"w": torch.zeros(2)}, folder / "model000000003.model")
-    assert training.loop.find_start(str(folder), "round.model") == (4, str(folder / "model000000003.model"), None)
+    assert training.run.find_start(str(folder), "round.model") == (4, str(folder / "model000000003.model"), None)
     torch.save({"epoch": 3}, folder / "state000000003.pt")
-    assert training.loop.find_start(str(folder), None) == (
+    assert training.run.find_start(str(folder), None) == (
         4, str(folder / "model000000003.model"), str(folder / "state000000003.pt"))
 
 
 def test_weights_only_resume_fast_forwards_the_scheduler(tiny_net):
     trainer = ModelTrainer(tiny_net(), LR_MHFA=5e-3, LR_Transformer=1e-3, lr_decay=0.5)
-    training.loop.restore(trainer, start_epoch=4, state_file=None)
+    training.run.restore(trainer, start_epoch=4, state_file=None)
     assert trainer.learning_rates() == pytest.approx([5e-3 / 8, 1e-3 / 8, 1e-3 / 8])
 
 

@@ -20,46 +20,31 @@ speakers, Lepage and Dehak's sslsv). One step, for a batch of B utterances cut i
 Checkpoints (``save_path/model``, as the speaker network's): ``model%09d.model`` holds the flat
 state dict of :class:`DINOModel` (``student.*``, ``teacher.*``, ``loss.center``) and
 ``state%09d.pt`` the SGD state, the step count and every process's random states; a run resumes
-from the newest one (training/loop.py's rules). Embeddings come from the teacher's backbone, DINO's
+from the newest one (training/run.py's rules). Embeddings come from the teacher's backbone, DINO's
 convention (the teacher is the better model: it is an ensemble of the student's recent weights).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import logging
 import math
-import os
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataio.datasets import crop_major, worker_init_fn
 from dataio.multicrop import GLOBAL_CROPS, MultiCropDataset
 from loss.dino import DINOLoss, TeacherStatistics
-from models.dino import DINOHead, MultiCropNetwork
+from models.dino import DINOHead, DINOModel
 from models.ecapa_tdnn import ECAPATDNN, RES2NET_SCALE
-from training.loop import METRICS_FILE, find_start, restore_rng, save_checkpoint
-from training.speaker_net import bf16_autocast
-from utils import checkpoints
-from utils.distributed import (
-    all_gather_objects,
-    all_processes,
-    barrier,
-    get_rank,
-    get_world_size,
-    is_distributed,
-    is_main_process,
-)
+from training.run import EpochTrainer, Method, StepResult
+from utils.device import bf16_autocast
+from utils.distributed import all_processes, average_buffers_, get_rank, get_world_size
 from utils.errors import InputError, TrainingDiverged
-from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, save_resolved_config, str2bool
-from utils.progress import progress_bar
-from utils.records import EpochLog
+from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, str2bool
 
 logger = logging.getLogger("trainDINO")
 
@@ -104,12 +89,13 @@ DINO_OPTIONS: List[Option] = [
     _shared("max_epoch", default=80),
     _shared("test_interval", help="save a checkpoint every this many epochs"),
     _shared("mixedprec", help="bf16 autocast of the networks where the device supports it (the loss stays fp32)"),
+    _shared("max_nonfinite_steps"),
     _shared("distributed"),
     _shared("device"),
     _shared("tensorboard"),
     # optimiser
-    _shared("lr", default=0.2, help=f"peak learning rate of SGD (momentum {SGD_MOMENTUM}) for {LR_REFERENCE_BATCH} "
-            f"utterances per step; scaled by batch_size x processes / {LR_REFERENCE_BATCH}"),
+    Option("lr", float, 0.2, f"peak learning rate of SGD (momentum {SGD_MOMENTUM}) for {LR_REFERENCE_BATCH} "
+            f"utterances per step; scaled by batch_size x processes / {LR_REFERENCE_BATCH}", OPTIM),
     Option("min_lr", float, 1e-5, "learning rate at the end of the cosine decay (not scaled with the batch)", OPTIM),
     Option("warmup_epochs", int, 10, "epochs of linear learning-rate warm-up before the cosine decay", OPTIM),
     _shared("weight_decay", default=5e-5, help="SGD weight decay of weight matrices and kernels (none on biases "
@@ -189,28 +175,14 @@ def check_options(args: argparse.Namespace) -> None:
         raise InputError(f"--channels must be a multiple of {RES2NET_SCALE} (the Res2Net scale), got {args.channels}")
 
 
-class DINOModel(nn.Module):
-    """Student and teacher (each an ECAPA-TDNN and a DINO head) and the loss with its centre.
-
-    ``kwargs`` is the option namespace. The teacher starts as a copy of the student and never
-    requires gradients. This module's state dict is what a checkpoint's model file holds.
-    """
-
-    def __init__(self, channels: int = 1024, nOut: int = 512, n_mels: int = 80, mean_norm: bool = True,
-                 n_prototypes: int = 65536, head_hidden_dim: int = 2048, head_bottleneck_dim: int = 256,
-                 head_batch_norm: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
-                 **kwargs: Any) -> None:
-        super().__init__()
-        self.student = MultiCropNetwork(ECAPATDNN(channels, nOut, n_mels, mean_norm),
-                                        DINOHead(nOut, head_hidden_dim, head_bottleneck_dim, n_prototypes,
-                                                 head_batch_norm))
-        self.teacher = copy.deepcopy(self.student)
-        self.teacher.requires_grad_(False)
-        self.loss = DINOLoss(n_prototypes, student_temp, center_momentum)
-
-    def reset_teacher(self) -> None:
-        """Make the teacher a copy of the student (weights and batch-norm statistics)."""
-        self.teacher.load_state_dict(self.student.state_dict())
+def build_dino_model(channels: int = 1024, nOut: int = 512, n_mels: int = 80, mean_norm: bool = True,
+                     n_prototypes: int = 65536, head_hidden_dim: int = 2048, head_bottleneck_dim: int = 256,
+                     head_batch_norm: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
+                     **options: Any) -> DINOModel:
+    """The DINO model of the options: an ECAPA-TDNN and a DINO head as student (and teacher), and the loss."""
+    return DINOModel(ECAPATDNN(channels, nOut, n_mels, mean_norm),
+                     DINOHead(nOut, head_hidden_dim, head_bottleneck_dim, n_prototypes, head_batch_norm),
+                     DINOLoss(n_prototypes, student_temp, center_momentum))
 
 
 @torch.no_grad()
@@ -219,23 +191,6 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
     teacher_parameters = list(teacher.parameters())
     torch._foreach_mul_(teacher_parameters, momentum)
     torch._foreach_add_(teacher_parameters, [p.detach() for p in student.parameters()], alpha=1.0 - momentum)
-
-
-@torch.no_grad()
-def average_buffers_(*modules: nn.Module) -> None:
-    """Average the floating-point buffers (batch-norm running statistics) of ``modules`` over the processes.
-
-    Each process updates them from its own batches; the average (of batches of equal size) is the
-    same on every process, so student and teacher stay identical everywhere, buffers included.
-    """
-    if not is_distributed():
-        return
-    buffers = [b for module in modules for b in module.buffers() if b.is_floating_point()]
-    flat = torch.cat([b.reshape(-1) for b in buffers])
-    dist.all_reduce(flat)
-    flat /= get_world_size()
-    for buffer, values in zip(buffers, flat.split([b.numel() for b in buffers])):
-        buffer.copy_(values.view_as(buffer))
 
 
 def cosine(progress: float, start: float, end: float) -> float:
@@ -289,27 +244,6 @@ def collapse_kind(statistics: TeacherStatistics, n_prototypes: int) -> Optional[
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class DINOEpochStats:
-    """One epoch over every process: means per step, counts, and the schedules' values at its last step."""
-
-    loss: float
-    teacher_entropy: float
-    teacher_batch_entropy: float
-    kl: float
-    steps: int
-    utterances: int
-    seconds: float
-    collapsed_steps: Dict[str, int]
-    lr: float
-    teacher_momentum: float
-    teacher_temp: float
-
-    @property
-    def utterances_per_s(self) -> float:
-        return self.utterances / max(self.seconds, 1e-9)
-
-
 def parameter_groups(network: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
     """Weight decay on weight matrices and kernels only, not on biases and norms (as sslsv and DINO)."""
     decayed = [p for p in network.parameters() if p.requires_grad and p.dim() > 1]
@@ -317,12 +251,18 @@ def parameter_groups(network: nn.Module, weight_decay: float) -> List[Dict[str, 
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-class DINOTrainer:
-    """SGD over the student, the schedules, and the epoch loop; ``student`` may be the DDP-wrapped ``model.student``."""
+COLLAPSE_FIGURES = {"one prototype": "one_prototype_steps", "uniform": "uniform_steps"}
+"""Collapse kind -> the epoch figure holding the fraction of steps collapsed that way."""
+
+
+class DINOTrainer(EpochTrainer):
+    """SGD over the student, the schedules, and one step; ``student`` may be the DDP-wrapped ``model.student``."""
+
+    progress_figures = {"loss": "loss", "teacher_entropy": "H"}
 
     def __init__(self, model: DINOModel, student: nn.Module, schedules: Schedules, weight_decay: float = 5e-5,
                  clip_grad: float = 3.0, freeze_last_layer: int = 1, mixedprec: bool = False,
-                 n_prototypes: int = 65536, **kwargs: Any) -> None:
+                 n_prototypes: int = 65536, max_nonfinite_steps: int = 20, **kwargs: Any) -> None:
         self.model = model
         self.student = student
         self.schedules = schedules
@@ -330,43 +270,51 @@ class DINOTrainer:
         self.freeze_last_layer = freeze_last_layer
         self.mixedprec = mixedprec
         self.n_prototypes = n_prototypes
+        self.max_nonfinite_steps = max_nonfinite_steps
         self.optimizer = torch.optim.SGD(parameter_groups(model.student, weight_decay), lr=schedules.lr,
                                          momentum=SGD_MOMENTUM)
-        self.step = 0
+        self.step_count = 0
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step_count}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
+        self.step_count = int(state["step"])
 
-    def _autocast(self) -> torch.autocast:
-        return bf16_autocast(self.device, self.mixedprec)
+    def restored(self) -> str:
+        return f"the optimizer and step {self.step_count}"
 
-    def train_step(self, global_views: Tensor, local_views: Tensor, epoch: int) -> Tuple[float, TeacherStatistics]:
-        """One step on ``global_views`` (B, 2, Sg) and ``local_views`` (B, L, Sl); returns (loss, teacher figures)."""
+    def skip_epochs(self, epochs_done: int) -> None:
+        self.step_count = epochs_done * self.schedules.steps_per_epoch
+
+    def epoch_start(self, epoch: int) -> None:
+        self.model.train()  # the teacher too: batch statistics in its batch norms, as in sslsv
+
+    def step(self, batch: Tuple[Tensor, Tensor], epoch: int) -> Optional[StepResult]:
+        """One step on ``global_views`` (B, 2, Sg) and ``local_views`` (B, L, Sl); None when the loss is not
+        finite on some process (no update; the schedules still advance)."""
+        global_views, local_views = batch
         device = self.device
         views = GLOBAL_CROPS + local_views.shape[1]
         # Crop-major rows (view v of utterance b at v*B + b), so that chunk() splits the logits by view.
         global_rows, local_rows = crop_major(global_views, device), crop_major(local_views, device)
-        learning_rate = self.schedules.learning_rate(self.step)
+        step = self.step_count
+        self.step_count += 1
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-        with self._autocast():
+            group["lr"] = self.schedules.learning_rate(step)
+        with bf16_autocast(device, self.mixedprec):
             student_logits = self.student(global_rows, local_rows).float()
             with torch.no_grad():
                 teacher_logits = self.model.teacher(global_rows).float()
         loss, statistics = self.model.loss(student_logits.chunk(views), teacher_logits.chunk(GLOBAL_CROPS),
                                            self.schedules.teacher_temperature(epoch))
-        if not all_processes(torch.isfinite(loss.detach())):  # every process stops, none waits for the others
-            raise TrainingDiverged(f"epoch {epoch}, step {self.step}: the DINO loss is {loss.item()} (on this or "
-                                   "another process); no checkpoint "
-                                   "is written from this state (lower --lr, or keep --clip_grad on)")
+        if not all_processes(torch.isfinite(loss.detach())):  # every process skips together
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_grad > 0:
@@ -375,83 +323,47 @@ class DINOTrainer:
             for parameter in self.model.student.head.last_layer.parameters():
                 parameter.grad = None  # SGD skips a parameter without gradient: no momentum, no decay
         self.optimizer.step()
-        ema_update_(self.model.teacher, self.model.student, self.schedules.momentum(self.step))
+        ema_update_(self.model.teacher, self.model.student, self.schedules.momentum(step))
         average_buffers_(self.model.student, self.model.teacher)
         self.model.loss.update_center(teacher_logits)
-        self.step += 1
-        return loss.item(), statistics
+        kind = collapse_kind(statistics, self.n_prototypes)
+        figures = {"loss": loss.item(), "teacher_entropy": statistics.entropy,
+                   "teacher_batch_entropy": statistics.batch_entropy, "kl": statistics.kl,
+                   **{figure: float(kind == name) for name, figure in COLLAPSE_FIGURES.items()}}
+        return StepResult(figures, global_views.shape[0])
 
-    def train_epoch(self, loader: DataLoader, epoch: int, verbose: bool) -> DINOEpochStats:
-        """Train one epoch; return its figures over every process's steps."""
-        self.model.train()  # the teacher too: batch statistics in its batch norms, as in sslsv
-        sums = {"loss": 0.0, "entropy": 0.0, "batch_entropy": 0.0, "kl": 0.0}
-        collapsed = {"one prototype": 0, "uniform": 0}
-        steps = utterances = 0
-        world_size = get_world_size()
-        started = tick = time.perf_counter()
-        progress = progress_bar(total=len(loader), desc=f"Epoch {epoch}", unit="step", disable=not verbose)
-        for global_views, local_views in loader:
-            loss, statistics = self.train_step(global_views, local_views, epoch)
-            for key, value in (("loss", loss), ("entropy", statistics.entropy),
-                               ("batch_entropy", statistics.batch_entropy), ("kl", statistics.kl)):
-                sums[key] += value
-            kind = collapse_kind(statistics, self.n_prototypes)
-            if kind is not None:
-                collapsed[kind] += 1
-            steps += 1
-            utterances += global_views.shape[0]
-            now = time.perf_counter()
-            progress.set_postfix(loss=f"{sums['loss'] / steps:.4f}", H=f"{statistics.entropy:.2f}",
-                                 utt_s=f"{global_views.shape[0] * world_size / (now - tick):.1f}")
-            progress.update()
-            tick = now
-        progress.close()
-        seconds = time.perf_counter() - started
-        gathered = all_gather_objects((sums, collapsed, steps, utterances))
-        steps = sum(g[2] for g in gathered)
-        if steps == 0:
-            raise RuntimeError(f"epoch {epoch}: the data loader gave no batch")
-        last_step = self.step - 1  # the same on every process
-        total = {key: sum(g[0][key] for g in gathered) / steps for key in sums}
-        return DINOEpochStats(loss=total["loss"], teacher_entropy=total["entropy"],
-                              teacher_batch_entropy=total["batch_entropy"], kl=total["kl"], steps=steps,
-                              utterances=sum(g[3] for g in gathered), seconds=seconds,
-                              collapsed_steps={kind: sum(g[1][kind] for g in gathered) for kind in collapsed},
-                              lr=self.schedules.learning_rate(last_step),
-                              teacher_momentum=self.schedules.momentum(last_step),
-                              teacher_temp=self.schedules.teacher_temperature(epoch))
+    def epoch_end(self, epoch: int, means: Dict[str, float]) -> Dict[str, Any]:
+        """Stops training when the teacher was collapsed at every step of the epoch (:func:`check_collapse`)."""
+        check_collapse(means, epoch, self.n_prototypes, self.schedules.teacher_temperature(epoch))
+        last_step = self.step_count - 1  # the same on every process
+        return {"loss": means["loss"], "lr": self.schedules.learning_rate(last_step),
+                "teacher_momentum": self.schedules.momentum(last_step),
+                "teacher_temp": self.schedules.teacher_temperature(epoch),
+                "teacher_entropy": means["teacher_entropy"], "teacher_batch_entropy": means["teacher_batch_entropy"],
+                "kl": means["kl"]}
+
+    def summary(self, record: Mapping[str, Any]) -> str:
+        return (f"Epoch {record['epoch']}: loss {record['loss']:.4f}, teacher entropy "
+                f"{record['teacher_entropy']:.3f} (batch mean {record['teacher_batch_entropy']:.3f}) nats, "
+                f"KL {record['kl']:.4f}, LR {record['lr']:.5f}, momentum {record['teacher_momentum']:.5f}, "
+                f"{record['utterances_per_s']:.1f} utterances/s")
 
 
-def check_collapse(stats: DINOEpochStats, epoch: int, n_prototypes: int) -> None:
+def check_collapse(means: Mapping[str, float], epoch: int, n_prototypes: int, teacher_temp: float) -> None:
     """Raise TrainingDiverged when the teacher was collapsed at every step of the epoch, on every process."""
-    if stats.collapsed_steps["one prototype"] == stats.steps:
+    if means[COLLAPSE_FIGURES["one prototype"]] == 1.0:
         raise TrainingDiverged(
-            f"epoch {epoch}: the teacher collapsed to one prototype at all {stats.steps} steps: entropy of its "
-            f"batch-mean distribution {stats.teacher_batch_entropy:.4f} nats (collapse below "
-            f"{ONE_PROTOTYPE_ENTROPY}), per-sample entropy {stats.teacher_entropy:.4f}, student-teacher KL "
-            f"{stats.kl:.4f}; centring did not hold it (lower --center_momentum so that the centre follows faster, "
+            f"epoch {epoch}: the teacher collapsed to one prototype at every step: entropy of its "
+            f"batch-mean distribution {means['teacher_batch_entropy']:.4f} nats (collapse below "
+            f"{ONE_PROTOTYPE_ENTROPY}), per-sample entropy {means['teacher_entropy']:.4f}, student-teacher KL "
+            f"{means['kl']:.4f}; centring did not hold it (lower --center_momentum so that the centre follows faster, "
             "or lower --lr)")
-    if stats.collapsed_steps["uniform"] == stats.steps:
+    if means[COLLAPSE_FIGURES["uniform"]] == 1.0:
         raise TrainingDiverged(
-            f"epoch {epoch}: the teacher collapsed to the uniform distribution at all {stats.steps} steps: "
-            f"per-sample entropy {stats.teacher_entropy:.4f} nats of at most log K = {math.log(n_prototypes):.4f} "
-            f"(collapse above {UNIFORM_FRACTION:g} log K), student-teacher KL {stats.kl:.4f}; the teacher is not "
-            f"sharp enough (lower --teacher_temp, now {stats.teacher_temp:g})")
-
-
-def build_multicrop_loader(args: argparse.Namespace, device: torch.device) -> Tuple[DataLoader, DistributedSampler]:
-    """The multi-crop dataset (validated), each process's shuffled share of it, and a DataLoader of batch_size items.
-
-    The sampler shuffles with ``seed + epoch`` (``set_epoch``) and drops the files that do not fill
-    a batch on every process. Workers are started afresh each epoch, seeded from the main process's
-    torch generator, which a resume restores (as training/loop.py's loader).
-    """
-    dataset = MultiCropDataset(**vars(args))
-    sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
-                                 seed=args.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.nDataLoaderThread,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=True)
-    return loader, sampler
+            f"epoch {epoch}: the teacher collapsed to the uniform distribution at every step: "
+            f"per-sample entropy {means['teacher_entropy']:.4f} nats of at most log K = {math.log(n_prototypes):.4f} "
+            f"(collapse above {UNIFORM_FRACTION:g} log K), student-teacher KL {means['kl']:.4f}; the teacher is not "
+            f"sharp enough (lower --teacher_temp, now {teacher_temp:g})")
 
 
 def schedules_of(args: argparse.Namespace, steps_per_epoch: int) -> Schedules:
@@ -463,73 +375,48 @@ def schedules_of(args: argparse.Namespace, steps_per_epoch: int) -> Schedules:
                      teacher_temp_warmup_epochs=args.teacher_temp_warmup_epochs)
 
 
-def load_teacher_backbone(args: argparse.Namespace, weights: str) -> nn.Module:
+class DINOTraining(Method):
+    """DINO without labels: the method of trainDINO.py."""
+
+    name = "DINO"
+    options = DINO_OPTIONS
+
+    def data(self) -> Tuple[DataLoader, DistributedSampler]:
+        """The multi-crop dataset (validated), each process's shuffled share, a DataLoader of batch_size items.
+
+        The sampler shuffles with ``seed + epoch`` (``set_epoch``) and drops the files that do not fill
+        a batch on every process. Workers are started afresh each epoch, seeded from the main process's
+        torch generator, which a resume restores.
+        """
+        args = self.args
+        dataset = MultiCropDataset(**vars(args))
+        sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
+                                     seed=args.seed, drop_last=True)
+        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
+                            num_workers=args.nDataLoaderThread, pin_memory=self.device.type == "cuda",
+                            worker_init_fn=worker_init_fn, drop_last=True)
+        return loader, sampler
+
+    def network(self) -> DINOModel:
+        return build_dino_model(**vars(self.args))
+
+    def replicated(self, network: nn.Module) -> nn.Module:
+        """Only the student is trained by gradient; each process updates its teacher by the same EMA."""
+        return network.student
+
+    def trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
+                loaded: bool) -> DINOTrainer:
+        if not loaded:
+            network.reset_teacher()  # after DDP broadcast rank 0's student: the same teacher everywhere
+        return DINOTrainer(network, replicated, schedules_of(self.args, steps_per_epoch), **vars(self.args))
+
+    def describe(self, network: nn.Module) -> str:
+        return (f"{sum(p.numel() for p in network.student.parameters())} parameters in the student "
+                f"({sum(p.numel() for p in network.student.backbone.parameters())} in its ECAPA-TDNN)")
+
+
+def load_teacher_backbone(args: argparse.Namespace, weights: str) -> ECAPATDNN:
     """The teacher's ECAPA-TDNN from a DINO checkpoint (model built from ``args``; every tensor must fit)."""
-    model = DINOModel(**vars(args))
-    checkpoints.load_weights(model, weights)
-    return model.teacher.backbone
-
-
-def train(args: argparse.Namespace, device: torch.device) -> DINOModel:
-    """Run the epochs the options ask for; return the trained model (on ``device``)."""
-    model_dir = os.path.join(args.save_path, "model")
-    result_dir = os.path.join(args.save_path, "result")
-    metrics = EpochLog(os.path.join(result_dir, METRICS_FILE),
-                       os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
-    if is_main_process():
-        for folder in (model_dir, result_dir):
-            os.makedirs(folder, exist_ok=True)
-        save_resolved_config(args, os.path.join(args.save_path, "config.yaml"), DINO_OPTIONS)
-    barrier()
-
-    loader, sampler = build_multicrop_loader(args, device)
-    if len(loader) == 0:
-        raise InputError(f"{args.train_list}: {len(sampler)} files per process, fewer than one batch of "
-                         f"{args.batch_size}; lower --batch_size")
-    start_epoch, weights, state_file = find_start(model_dir, args.initial_model)
-    model = DINOModel(**vars(args))
-    if weights is not None:
-        checkpoints.load_weights(model, weights)
-        logger.info("Loaded weights from %s", weights)
-    model.to(device)
-    student: nn.Module = model.student
-    if args.distributed:
-        # Construction broadcasts rank 0's student (each rank initialised its own from its seed). The
-        # batch-norm statistics are averaged after every step (average_buffers_), not taken from rank 0.
-        student = nn.parallel.DistributedDataParallel(model.student, broadcast_buffers=False,
-                                                      device_ids=[device.index] if device.type == "cuda" else None)
-    if weights is None:
-        model.reset_teacher()
-    trainer = DINOTrainer(model, student, schedules_of(args, len(loader)), **vars(args))
-    if state_file is not None:
-        state = checkpoints.read_resume_state(state_file)
-        trainer.load_state_dict(state)
-        restore_rng(state, state_file)
-        logger.info("Restored the optimizer and step %d from %s", trainer.step, state_file)
-    else:
-        trainer.step = (start_epoch - 1) * len(loader)
-    logger.info("%d parameters in the student (%d in its ECAPA-TDNN); training epochs %d..%d on %s x %d, %d steps "
-                "per epoch", sum(p.numel() for p in model.student.parameters()),
-                sum(p.numel() for p in model.student.backbone.parameters()), start_epoch, args.max_epoch, device,
-                get_world_size(), len(loader))
-    if start_epoch > args.max_epoch:
-        logger.warning("Nothing to train: the run starts at epoch %d (after the newest checkpoint in %s) and "
-                       "max_epoch is %d", start_epoch, model_dir, args.max_epoch)
-
-    for epoch in range(start_epoch, args.max_epoch + 1):
-        sampler.set_epoch(epoch)
-        stats = trainer.train_epoch(loader, epoch, verbose=is_main_process())
-        check_collapse(stats, epoch, args.n_prototypes)
-        if is_main_process():
-            logger.info("Epoch %d: loss %.4f, teacher entropy %.3f (batch mean %.3f) nats, KL %.4f, LR %.5f, "
-                        "momentum %.5f, %.1f utterances/s", epoch, stats.loss, stats.teacher_entropy,
-                        stats.teacher_batch_entropy, stats.kl, stats.lr, stats.teacher_momentum,
-                        stats.utterances_per_s)
-            metrics.log({"epoch": epoch, "loss": stats.loss, "lr": stats.lr, "teacher_momentum": stats.teacher_momentum,
-                         "teacher_temp": stats.teacher_temp, "teacher_entropy": stats.teacher_entropy,
-                         "teacher_batch_entropy": stats.teacher_batch_entropy, "kl": stats.kl, "steps": stats.steps,
-                         "seconds": round(stats.seconds, 3), "utterances_per_s": round(stats.utterances_per_s, 2)})
-        if epoch % args.test_interval == 0:
-            save_checkpoint(model, trainer, model_dir, epoch)
-    metrics.close()
-    return model
+    backbone = ECAPATDNN(args.channels, args.nOut, args.n_mels, args.mean_norm)
+    backbone.load_dino_teacher(weights)
+    return backbone

@@ -1,5 +1,5 @@
 """Which torch device a script runs on: the ``--device`` option resolved once, the same for every script,
-and the process group a ``--distributed`` run joins on it."""
+the process group a ``--distributed`` run joins on it, and bf16 autocast (``--mixedprec``) there."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,21 @@ import torch
 
 from utils.distributed import cleanup, get_rank, init_distributed, is_main_process, local_rank
 from utils.errors import InputError
+
+
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on ``device`` (every CPU; CUDA devices with bf16 support)."""
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return False
+
+
+def bf16_autocast(device: torch.device, wanted: bool) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``wanted`` (``--mixedprec``) and supported there, else a disabled one."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=wanted and bf16_autocast_supported(device))
 
 
 def resolve_device(name: str, distributed: bool = False) -> torch.device:

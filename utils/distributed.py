@@ -89,6 +89,40 @@ def gather_objects(obj: Any, dst: int = 0) -> Optional[List[Any]]:
     return gathered
 
 
+@torch.no_grad()
+def average_buffers_(*modules: torch.nn.Module) -> None:
+    """Average the floating-point buffers (batch-norm running statistics) of ``modules`` over the processes.
+
+    Each process updates them from its own batches; the average (of batches of equal size) is the
+    same on every process, so a replicated network stays identical everywhere, buffers included.
+    """
+    if not is_distributed():
+        return
+    buffers = [b for module in modules for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    for buffer, values in zip(buffers, flat.split([b.numel() for b in buffers])):
+        buffer.copy_(values.view_as(buffer))
+
+
+def replicate(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel for ``device``, its buffers left to each process.
+
+    Construction broadcasts rank 0's parameters. Buffers are not broadcast at each forward: a network
+    with batch norms averages them after each step (:func:`average_buffers_`).
+    """
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or ``module`` itself)."""
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""The published config's ``model: Baseline.Spk_Encoder`` name for :mod:`models.spk_encoder`."""
-from models.spk_encoder import MainModel, SpeakerEncoder
+"""The published config's ``model: Baseline.Spk_Encoder``: WavLM + MHFA (:mod:`models.wavlm_mhfa`)."""
+from models.wavlm_mhfa import ENCODER, MainModel, WavLMMHFA
 
-__all__ = ["MainModel", "SpeakerEncoder"]
+__all__ = ["ENCODER", "MainModel", "WavLMMHFA"]

@@ -1,0 +1,110 @@
+"""The driver's steps: each is the command a user would type, run with its output shown and logged.
+
+A finished step leaves ``BASE/.steps/<step>.done`` (utils/steps.py) and is skipped when the driver runs
+again; a failed one leaves nothing and runs again.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from utils.errors import InputError
+from utils.steps import StepMarkers
+
+
+class DriverError(InputError):
+    """A problem the user can fix; the message says what and where."""
+
+
+@dataclass
+class Step:
+    """One unit of work: a command line (built when the step runs) or an in-process action."""
+
+    name: str
+    title: str
+    command: Optional[Callable[[], List[str]]] = None
+    action: Optional[Callable[[], None]] = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the driver dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class StepRunner:
+    """Runs steps in order, streaming their output to the console and to ``BASE/logs/<step>.log``."""
+
+    def __init__(self, base: Path, env: Dict[str, str], dry_run: bool = False) -> None:
+        self.base = base
+        self.env = env
+        self.dry_run = dry_run
+        self.markers = StepMarkers(base / ".steps")
+        self.started = time.time()
+
+    def run_all(self, steps: Sequence[Step]) -> None:
+        for index, step in enumerate(steps, start=1):
+            self.run(step, f"[{index}/{len(steps)}]")
+
+    def run(self, step: Step, counter: str) -> None:
+        clock = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.started))
+        command = step.command() if step.command is not None else None
+        record = self.markers.finished(step.name)
+        if record is not None and not self.dry_run:
+            marker = self.markers.marker(step.name)
+            print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({marker})", flush=True)
+            if record["command"] != command:
+                print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
+                      f"delete {marker} to run it again", flush=True)
+            return
+        shown = shlex.join(command) if command is not None else "(in-process)"
+        print(f"\n{counter} {clock} ==== {step.title} ====\n$ {shown}", flush=True)
+        if self.dry_run:
+            return
+
+        def execute() -> None:
+            if command is None:
+                step.action()
+                return
+            log = self.base / "logs" / f"{step.name}.log"
+            status = run_logged(command, self.env, log)
+            if status != 0:
+                raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
+                                  "Fix the cause and run the same command again: finished steps are skipped")
+
+        record = self.markers.run(step.name, execute, command=command)
+        print(f"{counter} {step.title}: done in {record['seconds']:.0f} s", flush=True)
+
+
+def run_logged(command: List[str], env: Dict[str, str], log: Path) -> int:
+    """Run ``command``, copying its output to our stdout and appending it to ``log``; return its status.
+
+    If the driver is interrupted (Ctrl-C, SIGTERM) the child is terminated before the driver exits.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as sink:
+        sink.write(f"\n$ {shlex.join(command)}  # {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                 preexec_fn=_die_with_parent)
+        try:
+            while chunk := os.read(child.stdout.fileno(), 1 << 16):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                sink.write(chunk)
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
