@@ -3,6 +3,7 @@ teacher, frozen prototypes, schedules, resume, embeddings, evaluation, collapse 
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -297,6 +298,38 @@ def test_resumed_run_is_bitwise_the_uninterrupted_run(two_epoch_run, tiny_corpus
     timing = {"seconds", "utterances_per_s"}
     assert [{k: v for k, v in r.items() if k not in timing} for r in read_records(save_path)] == \
         [{k: v for k, v in r.items() if k not in timing} for r in read_records(straight_path)]
+
+
+KILLED_WHILE_SAVING = """
+import os, signal, sys
+import torch
+import trainDINO
+
+real_save = torch.save
+
+
+def save_then_die(obj, handle, *args, **kwargs):
+    real_save(obj, handle, *args, **kwargs)
+    handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed inside the atomic write: its temporary file stays behind
+
+
+torch.save = save_then_die
+trainDINO.main(sys.argv[1:])
+"""
+
+
+def test_a_run_killed_while_writing_a_checkpoint_leaves_no_temporary_after_the_rerun(tiny_corpus, tmp_path):
+    save_path = str(tmp_path / "exp")
+    argv = dino_argv(tiny_corpus, save_path, "--max_epoch", "1")
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *argv], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    model_dir = os.path.join(save_path, "model")
+    left = [name for name in os.listdir(model_dir) if name.endswith(".tmp")]
+    assert left and not [name for name in os.listdir(model_dir) if not name.endswith(".tmp")]
+    trainDINO.main(argv)
+    assert sorted(os.listdir(model_dir)) == ["model000000001.model", "state000000001.pt"]
 
 
 def test_embeddings_file_holds_the_teacher_embedding_of_every_file(two_epoch_run, tiny_corpus, tmp_path):

@@ -317,3 +317,33 @@ def test_rank_part_path():
 def test_tiny_config_is_valid():
     args = options.parse_options("t", ["--config", TINY_CONFIG])
     assert (args.max_frames, args.batch_size, args.nClasses, args.nOut, args.max_epoch) == (100, 4, 8, 32, 2)
+
+
+# ----- a loss without a gate (loss/aam.py) -----
+
+def test_plain_aam_equals_the_gated_loss_with_the_gate_open():
+    """loss/aam.py is aamsoftmax's loss with the gate open and before label correction, and has no hooks."""
+    from loss.aam import LossFunction as PlainAAM
+    from loss.aamsoftmax import LossFunction as GatedAAM
+
+    torch.manual_seed(0)
+    plain = PlainAAM(nOut=8, nClasses=5, margin=0.2, scale=30)
+    gated = GatedAAM(nOut=8, nClasses=5, margin=0.2, scale=30)
+    gated.load_state_dict(plain.state_dict())
+    x, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    for ours, theirs in zip(plain(x, None, labels, 1), gated(x, None, labels, 1)):
+        assert torch.equal(ours, theirs)
+    assert plain.hook_state() == {} and not plain.needs_clean_view(99)
+
+
+def test_a_loss_without_a_gate_trains_through_the_script(tiny_argv, tmp_path):
+    save_path = str(tmp_path / "exp")
+    net = trainSpeakerNet.main(tiny_argv(save_path, "--trainfunc", "aam", "--max_epoch", "2"))
+    assert type(net.__L__).__module__ == "loss.aam"
+    records = read_records(os.path.join(save_path, "result", "train_metrics.jsonl"))
+    assert [r["epoch"] for r in records] == [1, 2] and "gate_threshold" not in records[0]
+    assert records[1]["loss"] < records[0]["loss"]
+    state = torch.load(os.path.join(save_path, "model", "state000000002.pt"), weights_only=True)
+    assert set(state) == {"optimizer", "scheduler", "rng", "world_size", "epoch"}
+    with pytest.raises(InputError, match="unknown trainfunc 'softmaxx'; the losses are aam, aamsoftmax"):
+        trainSpeakerNet.main(tiny_argv(str(tmp_path / "other"), "--trainfunc", "softmaxx"))
