@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dataio.datasets import crop_major, worker_init_fn
+from dataio.datasets import crop_major
 from dataio.multicrop import GLOBAL_CROPS, MultiCropDataset
 from loss.dino import DINOLoss, TeacherStatistics
 from models.dino import DINOHead, DINOModel
@@ -385,17 +385,12 @@ class DINOTraining(Method):
         """The multi-crop dataset (validated), each process's shuffled share, a DataLoader of batch_size items.
 
         The sampler shuffles with ``seed + epoch`` (``set_epoch``) and drops the files that do not fill
-        a batch on every process. Workers are started afresh each epoch, seeded from the main process's
-        torch generator, which a resume restores.
+        a batch on every process.
         """
-        args = self.args
-        dataset = MultiCropDataset(**vars(args))
+        dataset = MultiCropDataset(**vars(self.args))
         sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
-                                     seed=args.seed, drop_last=True)
-        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                            num_workers=args.nDataLoaderThread, pin_memory=self.device.type == "cuda",
-                            worker_init_fn=worker_init_fn, drop_last=True)
-        return loader, sampler
+                                     seed=self.args.seed, drop_last=True)
+        return self.loader(dataset, sampler), sampler
 
     def network(self) -> DINOModel:
         return build_dino_model(**vars(self.args))

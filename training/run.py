@@ -34,7 +34,9 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Protocol, Sequence, T
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dataio.datasets import worker_init_fn
 from utils import checkpoints
 from utils.atomic import remove_stale_temporaries
 from utils.distributed import (
@@ -130,6 +132,16 @@ class Method(ABC):
     @abstractmethod
     def data(self) -> Tuple[Any, EpochSampler]:
         """The data loader of one process (its inputs checked) and its sampler."""
+
+    def loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
+        """The DataLoader of ``batch_size`` items per step over ``sampler``'s share of ``dataset``.
+
+        Workers are started afresh each epoch (not persistent): their seeds then come from the main
+        process's torch generator, which a resume restores, so a resumed run draws the same augmentations.
+        """
+        return DataLoader(dataset, batch_size=self.args.batch_size, sampler=sampler,
+                          num_workers=self.args.nDataLoaderThread, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=worker_init_fn, drop_last=True)
 
     @abstractmethod
     def network(self) -> nn.Module:

@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
-from dataio.datasets import prepare_batch, train_dataset_loader, worker_init_fn
+from dataio.datasets import prepare_batch, train_dataset_loader
 from dataio.lists import check_listed_audio
 from dataio.sampler import train_dataset_sampler
 from training.run import EpochTrainer, Method, StepResult
@@ -213,11 +213,7 @@ class SpeakerTraining(Method):
     folders = ("loss_vals",)
 
     def data(self) -> Tuple[DataLoader, train_dataset_sampler]:
-        """Dataset (validated), the original's sampler, and a DataLoader of ``batch_size`` groups per step.
-
-        Workers are started afresh each epoch (not persistent): their seeds then come from the main
-        process's torch generator, which a resume restores, so a resumed run draws the same augmentations.
-        """
+        """Dataset (validated), the original's sampler, and a DataLoader of ``batch_size`` groups per step."""
         args = self.args
         dataset = train_dataset_loader(**vars(args))
         check_labels(dataset, args.nClasses, args.train_list)
@@ -232,10 +228,7 @@ class SpeakerTraining(Method):
             if problem is not None:
                 raise InputError(problem)
         sampler = train_dataset_sampler(dataset, **vars(args))
-        loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                            num_workers=args.nDataLoaderThread, pin_memory=self.device.type == "cuda",
-                            worker_init_fn=worker_init_fn, drop_last=True)
-        return loader, sampler
+        return self.loader(dataset, sampler), sampler
 
     def network(self) -> SpeakerNet:
         return SpeakerNet(**vars(self.args))
