@@ -57,9 +57,19 @@ class LossFunction(AAMSoftmax):
         self.lc_confidence = float(lc_confidence)
         self.lc_fix_margin = bool(lc_fix_margin)
         self.lgl_threshold = _GATE_OPEN
+        self._figures: Dict[str, float] = {}
 
     def needs_clean_view(self, epoch: int) -> bool:
         return epoch >= self.lc_start_epoch
+
+    def kept(self, ce: torch.Tensor) -> torch.Tensor:
+        """The gate: the samples whose log cross-entropy is at most the threshold."""
+        return torch.log(ce.detach()) <= self.lgl_threshold
+
+    def clean_view_rows(self, x: torch.Tensor, label: torch.Tensor, epoch: int) -> Optional[torch.Tensor]:
+        """The rows the gate drops: only their corrected label can enter the loss and the accuracy."""
+        with torch.no_grad():
+            return ~self.kept(F.cross_entropy(self.margin_logits(x, label), label, reduction="none"))
 
     def before_epoch(self, epoch: int, previous_losses: str) -> None:
         """From ``gate_start_epoch`` on, refit the gate threshold on the previous epoch's losses.
@@ -106,7 +116,8 @@ class LossFunction(AAMSoftmax):
                 epoch: int = -1) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (loss, prec1 in percent, per-sample CE with its graph).
 
-        ``x_clean`` is read only when ``epoch >= lc_start_epoch``. prec1 counts, over the whole batch,
+        ``x_clean`` is read only when ``epoch >= lc_start_epoch``, and only in the rows the gate drops
+        (:meth:`clean_view_rows`): the corrected label of a kept row is never used. prec1 counts, over the whole batch,
         samples whose arg-max logit equals the gate's target: the label for kept samples, the
         corrected label for recovered ones, and, as in the original, class 0 for the rest.
         """
@@ -118,7 +129,7 @@ class LossFunction(AAMSoftmax):
         cosine, phi = self._cosine_and_phi(x)
         logits = self._margin_at(cosine, phi, label)
         ce = F.cross_entropy(logits, label, reduction="none")
-        kept = torch.log(ce.detach()) <= self.lgl_threshold
+        kept = self.kept(ce)
         zero = ce.new_zeros(())
 
         if not use_clean:
@@ -133,4 +144,11 @@ class LossFunction(AAMSoftmax):
             target = label * kept + label_lc * recovered
 
         prec1 = (logits.detach().argmax(dim=1) == target).float().mean() * 100.0
+        self._figures = {"kept": float(kept.float().mean())}
+        if use_clean:
+            self._figures["recovered"] = float(recovered.float().mean())
         return loss, prec1, ce
+
+    def step_figures(self) -> Dict[str, float]:
+        """The fraction of the batch the gate kept and, under label correction, the fraction it recovered."""
+        return self._figures

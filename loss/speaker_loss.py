@@ -3,7 +3,8 @@
 A loss is a module ``loss/<trainfunc>.py`` defining ``LossFunction(**options)``, a subclass of
 :class:`SpeakerLoss`. The trainer calls ``forward(x, x_clean, label, epoch) -> (loss, prec1, per_sample)``
 every step, with ``x_clean`` (the clean view's embeddings, computed without gradient) only in epochs
-where ``needs_clean_view(epoch)``; ``per_sample`` (B,) is written to the epoch's loss file. Between
+where ``needs_clean_view(epoch)``, and then only in the rows ``clean_view_rows`` names (the other rows
+hold zeros); ``per_sample`` (B,) is written to the epoch's loss file. Between
 epochs the main process calls ``before_epoch(epoch, previous_losses)`` with the previous epoch's loss
 file; what it changes must be in ``hook_state()``, which the trainer then gives every process
 (``load_hook_state``), saves with each checkpoint's resume state and puts in the epoch record.
@@ -28,6 +29,15 @@ class SpeakerLoss(nn.Module):
     def needs_clean_view(self, epoch: int) -> bool:
         """Whether ``forward`` reads the clean view's embeddings in ``epoch``."""
         return False
+
+    def clean_view_rows(self, x: Tensor, label: Tensor, epoch: int) -> Optional[Tensor]:
+        """In an epoch that needs the clean view: a (B,) bool mask of the rows whose clean view ``forward``
+        reads, from the augmented view's embeddings ``x`` (no gradient); None reads every row."""
+        return None
+
+    def step_figures(self) -> Dict[str, float]:
+        """Figures of the last ``forward`` for the epoch record (averaged over the epoch's steps)."""
+        return {}
 
     def before_epoch(self, epoch: int, previous_losses: str) -> None:
         """On the main process, before ``epoch``: ``previous_losses`` is the previous epoch's ``LOSS PATH`` file

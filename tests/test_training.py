@@ -181,6 +181,7 @@ def test_clean_view_only_from_lc_start_and_without_autograd(tiny_net):
     net(augmented, clean, labels, epoch=2)
     assert len(calls) == 1 and torch.equal(calls[0][0], augmented) and calls[0][1:] == (True, True, True)
     calls.clear()
+    net.__L__.lgl_threshold = -100.0  # the gate drops every row: each one's clean view is read
     net(augmented, clean, labels, epoch=3)
     assert len(calls) == 2
     assert torch.equal(calls[1][0], clean)
@@ -189,6 +190,7 @@ def test_clean_view_only_from_lc_start_and_without_autograd(tiny_net):
 
 def test_mixed_precision_runs_the_encoder_in_bf16_and_the_loss_in_fp32(tiny_net):
     net = tiny_net("--mixedprec", "true")
+    net.__L__.lgl_threshold = -100.0
     dtypes = []
     net.__S__.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
     total, loss, _, ce = net(*batch(), epoch=3)
@@ -347,3 +349,78 @@ def test_a_loss_without_a_gate_trains_through_the_script(tiny_argv, tmp_path):
     assert set(state) == {"optimizer", "scheduler", "rng", "world_size", "epoch"}
     with pytest.raises(InputError, match="unknown trainfunc 'softmaxx'; the losses are aam, aamsoftmax"):
         trainSpeakerNet.main(tiny_argv(str(tmp_path / "other"), "--trainfunc", "softmaxx"))
+
+
+# ----- label-correction epochs: the clean view of the dropped rows only -----
+
+NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0,
+                  dropout_input=0.0)
+
+
+def whole_batch_step(net, augmented, clean, labels, epoch):
+    """The step as it was before: the clean view of every row, then the same loss and objective."""
+    embeddings = net.__S__(augmented).float()
+    with torch.no_grad():
+        clean_embeddings = net.__S__(clean).float()
+    loss, prec1, ce = net.__L__(embeddings, clean_embeddings, labels, epoch)
+    distance = net.weight_distance()
+    total = loss / loss.detach() + net.weight_finetuning_reg * distance / (distance.detach() + 1e-5)
+    return total, loss.detach(), prec1, clean_embeddings
+
+
+def test_clean_view_of_the_dropped_rows_only_gives_the_whole_batch_results(tiny_net, tmp_path):
+    path = str(tmp_path / "wavlm.pt")
+    save_random_wavlm_checkpoint(path, seed=0, **NO_DROPOUT)
+    net = tiny_net("--pretrained_model_path", path, "--lc_start_epoch", "1", "--lc_confidence", "0.0",
+                   "--nClasses", "6")
+    augmented, clean, labels = batch(seed=3, size=6)
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(net.__L__.margin_logits(net.__S__(augmented), labels), labels,
+                                               reduction="none")
+    net.__L__.lgl_threshold = float(torch.log(ce).median())  # the gate drops half of the batch
+    forwarded = []
+    hook = net.__S__.register_forward_hook(lambda module, inputs, output: forwarded.append(inputs[0].shape[0]))
+    total, loss, prec1, _ = net(augmented, clean, labels, epoch=1)
+    hook.remove()
+    total.backward()
+    ours = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    dropped = net.__L__.clean_view_rows(net.__S__(augmented).detach().float(), labels, 1)
+    assert forwarded == [6, int(dropped.sum())] and 0 < int(dropped.sum()) < 6
+
+    net.zero_grad()
+    whole_total, whole_loss, whole_prec1, whole_clean = whole_batch_step(net, augmented, clean, labels, 1)
+    whole_total.backward()
+    assert torch.equal(loss, whole_loss) and torch.equal(prec1, whole_prec1) and torch.equal(total, whole_total)
+    for name, p in net.named_parameters():
+        if p.grad is not None:
+            assert torch.equal(ours[name], p.grad), name
+    ours_clean = net.clean_view(clean, dropped, whole_clean.shape[1])
+    assert torch.equal(net.__L__.corrected_labels(ours_clean)[0][dropped],
+                       net.__L__.corrected_labels(whole_clean)[0][dropped])
+    print(f"gate kept {6 - int(dropped.sum())} of 6 rows; max |clean embedding difference| "
+          f"{(ours_clean[dropped] - whole_clean[dropped]).abs().max():.1e}")
+
+
+def test_no_clean_forward_when_the_gate_keeps_every_row(tiny_net):
+    net = tiny_net("--lc_start_epoch", "1")
+    forwarded = []
+    net.__S__.register_forward_hook(lambda module, inputs, output: forwarded.append(inputs[0].shape[0]))
+    net(*batch(seed=4), epoch=1)  # the gate is open (threshold 1e6): every row is kept
+    assert forwarded == [4]
+
+
+def test_clean_view_of_a_batch_norm_encoder_uses_running_statistics(tiny_argv, tmp_path):
+    args = options.parse_options("t", tiny_argv(str(tmp_path), "--model", "ecapa_tdnn", "--channels", "16",
+                                                "--nOut", "8", "--n_mels", "20", "--lc_start_epoch", "1",
+                                                "--pretrained_model_path", ""))
+    from training.speaker_net import SpeakerNet
+
+    torch.manual_seed(0)
+    net = SpeakerNet(**vars(args)).train()
+    running = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    clean = batch(seed=5)[1]
+    one_row = net.clean_view(clean, torch.tensor([False, True, False, False]), 8)
+    assert net.__S__.training and all(torch.equal(v, net.state_dict()[k]) for k, v in running.items())
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(one_row[1], net.__S__(clean[1:2])[0], atol=1e-6) and not one_row[0].any()

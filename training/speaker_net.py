@@ -7,9 +7,13 @@ The encoder is any :class:`models.encoder.SpeakerEncoder` (the config's ``model:
 
 Differences from the original that leave results unchanged:
 
-* the clean view feeds only label correction's discrete decisions, so it is embedded without autograd
-  and only in the epochs where the loss reads it (the original ran a full autograd forward of it every
-  step). It still runs in train mode (dropout, layer drop), as in the original;
+* the clean view feeds only label correction's discrete decisions, so it is embedded without autograd,
+  only in the epochs where the loss reads it, and only for the rows whose label can change (the rows
+  the gate drops: ``SpeakerLoss.clean_view_rows``); the original ran a full autograd forward of the whole
+  batch every step. It still runs in train mode (dropout, layer drop), as in the original; with dropout
+  on, its random draws therefore differ from the original's (docs/method.md §10). An encoder with batch
+  norms (ECAPA-TDNN) embeds it with their running statistics: a handful of rows has no batch statistics
+  worth the name, and the clean view must not move the running statistics;
 * the reference weights of the L2 term are moved to the training device once (the original copied
   them from the CPU every step).
 
@@ -19,8 +23,9 @@ the smallest positive float, so such a step is driven by the L2 term alone. Any 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -103,18 +108,45 @@ class SpeakerNet(nn.Module):
         """
         device = augmented.device
         with self._autocast(device):
-            embeddings = self.__S__(augmented)
+            embeddings = self.__S__(augmented).float()
         clean_embeddings = None
         if self.needs_clean_view(epoch):
-            with torch.no_grad(), self._autocast(device):
-                clean_embeddings = self.__S__(clean).float()
-        loss, prec1, ce = self.__L__(embeddings.float(), clean_embeddings, labels, epoch)
+            rows = self.__L__.clean_view_rows(embeddings.detach(), labels, epoch)
+            clean_embeddings = self.clean_view(clean, rows, embeddings.shape[1])
+        loss, prec1, ce = self.__L__(embeddings, clean_embeddings, labels, epoch)
         loss_scale = loss.detach().clamp_min(torch.finfo(loss.dtype).tiny)
         total = loss / loss_scale
         if self._references:
             distance = self.weight_distance()
             total = total + self.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)
         return total, loss.detach(), prec1.detach(), ce.detach()
+
+
+    @torch.no_grad()
+    def clean_view(self, clean: Tensor, rows: Optional[Tensor], size: int) -> Tensor:
+        """Embeddings (B, size) of the clean view's ``rows`` (every row when None), zeros in the others; no
+        forward at all when no row is asked for."""
+        if rows is None:
+            with self._autocast(clean.device), running_batch_norms(self.__S__):
+                return self.__S__(clean).float()
+        out = clean.new_zeros(clean.shape[0], size, dtype=torch.float32)
+        if bool(rows.any()):
+            with self._autocast(clean.device), running_batch_norms(self.__S__):
+                out[rows] = self.__S__(clean[rows]).float()
+        return out
+
+
+@contextlib.contextmanager
+def running_batch_norms(module: nn.Module) -> Iterator[None]:
+    """The batch norms inside ``module`` normalise with their running statistics and leave them as they are."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for norm in norms:
+        norm.eval()
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.train()
 
 
 def parameter_groups(net: SpeakerNet, LR_MHFA: float, LR_Transformer: float,

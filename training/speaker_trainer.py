@@ -173,7 +173,7 @@ class ModelTrainer(EpochTrainer):
             return None
         self.optimizer.step()
         average_buffers_(self.net)
-        return StepResult({"loss": loss.item(), "accuracy": prec1.item()}, len(paths))
+        return StepResult({"loss": loss.item(), "accuracy": prec1.item(), **self.loss.step_figures()}, len(paths))
 
     def epoch_end(self, epoch: int, means: Dict[str, float]) -> Dict[str, Any]:
         """Steps StepLR; merges the processes' per-sample losses; writes the original's score line."""
@@ -188,7 +188,7 @@ class ModelTrainer(EpochTrainer):
         if is_main_process() and self.score_file is not None:
             write_score_line(self.score_file, epoch, SCORE_LINE.format(epoch, means["accuracy"], means["loss"],
                                                                        self._epoch_figures["lr"]))
-        return {"loss": means["loss"], "accuracy": means["accuracy"], **self._epoch_figures}
+        return {**means, **self._epoch_figures}
 
     def summary(self, record: Mapping[str, Any]) -> str:
         return (f"Epoch {record['epoch']}: train accuracy {record['accuracy']:.2f} %, loss {record['loss']:.6f}, "
