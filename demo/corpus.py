@@ -192,13 +192,13 @@ def write_train_list(relative_paths: Iterable[str], path: str | os.PathLike) -> 
 def make_trials(test_paths: Sequence[str], max_trials: int = 20000, seed: int = 0) -> List[Tuple[int, str, str]]:
     """Verification trials ``(label, enroll, test)`` over the test files.
 
-    Every pair when there are at most ``max_trials`` of them; otherwise ``max_trials`` distinct
-    random pairs, half of them same-speaker (when that many exist).
+    Every pair when there are at most ``max_trials`` of them (or ``max_trials`` is 0); otherwise
+    ``max_trials`` distinct random pairs, half of them same-speaker (when that many exist).
     """
     paths = sorted(test_paths)
     speakers = [p.split("/")[0] for p in paths]
     n_pairs = len(paths) * (len(paths) - 1) // 2
-    if n_pairs <= max_trials:
+    if max_trials == 0 or n_pairs <= max_trials:
         return [(int(speakers[i] == speakers[j]), paths[i], paths[j])
                 for i, j in itertools.combinations(range(len(paths)), 2)]
     rng = np.random.default_rng(seed)

@@ -37,10 +37,14 @@ class DemoPaths:
     held_out_every: int
     """Hold out every N-th speaker for the trials; 0 holds out the last session of every speaker."""
     train_list: Path
+    held_out_list: Path
+    """The test files as ``SPEAKER PATH`` lines (the trial list's files, with their speakers)."""
     trials: Path
     musan: Path
     rirs: Path
     wavlm: Path
+    max_trials: int = 20000
+    """At most this many trials over the test files; 0: every pair."""
 
     def options(self) -> List[str]:
         """The trainSpeakerNet(_Eval).py options that point at these files."""
@@ -49,20 +53,20 @@ class DemoPaths:
                 "--pretrained_model_path", str(self.wavlm)]
 
 
-def _speaker_level_files(data: Path) -> bool:
+def speaker_level_files(data: Path) -> bool:
     """Whether ``data`` holds ``SPEAKER/UTT`` audio files (rather than ``SPEAKER/SESSION/UTT``)."""
     return any(p.suffix.lower() in AUDIO_SUFFIXES for p in data.glob("*/*"))
 
 
-def demo_paths(work: Path, data: Optional[Path] = None, held_out_every: int = 0) -> DemoPaths:
+def demo_paths(work: Path, data: Optional[Path] = None, held_out_every: int = 0, max_trials: int = 20000) -> DemoPaths:
     """Where the demo's inputs live under ``work``; ``data`` replaces the FSDD corpus when given."""
-    corpus = work / "corpus" if data is None or _speaker_level_files(data) else data
+    corpus = work / "corpus" if data is None or speaker_level_files(data) else data
     return DemoPaths(corpus=corpus, source=data, held_out_every=held_out_every, train_list=work / "train_list.txt",
-                     trials=work / "trials.txt", musan=work / "musan", rirs=work / "rirs",
-                     wavlm=work / "wavlm_random.pt")
+                     held_out_list=work / "held_out_list.txt", trials=work / "trials.txt", musan=work / "musan",
+                     rirs=work / "rirs", wavlm=work / "wavlm_random.pt", max_trials=max_trials)
 
 
-def prepare_demo(paths: DemoPaths, max_trials: int = 20000, seed: int = 0) -> Dict[str, int]:
+def prepare_demo(paths: DemoPaths, seed: int = 0) -> Dict[str, int]:
     """Write the demo's inputs; returns counts for the log."""
     if paths.source is None:
         build_fsdd_corpus(paths.corpus, seed=seed)
@@ -74,7 +78,8 @@ def prepare_demo(paths: DemoPaths, max_trials: int = 20000, seed: int = 0) -> Di
     else:
         train, test = split_by_session(relative)
     write_train_list(train, paths.train_list)
-    trials = make_trials(test, max_trials=max_trials, seed=seed)
+    write_train_list(test, paths.held_out_list)
+    trials = make_trials(test, max_trials=paths.max_trials, seed=seed)
     write_trials(trials, paths.trials)
     make_musan_like(paths.musan, seed=seed)
     make_rirs(paths.rirs, seed=seed)

@@ -18,6 +18,7 @@ backbone (``--LR_Transformer``, stage i scaled by ``--LLRD_factor``\ :sup:`i`).
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -57,6 +58,33 @@ class LogMelFilterbank(nn.Module):
         with torch.no_grad(), torch.autocast(device_type=waveforms.device.type, enabled=False):
             energies = torch.log(self.mel(waveforms.float()) + LOG_FLOOR)
             return energies - energies.mean(dim=-1, keepdim=True) if self.mean_norm else energies
+
+
+class ExportableLogMelFilterbank(nn.Module):
+    """The same log mel energies as a :class:`LogMelFilterbank`, with the short-time Fourier transform written as a
+    strided convolution with windowed cosine and sine kernels: ONNX has no complex tensors, which
+    ``torch.stft`` returns. Equal to the original up to float rounding; used only for export."""
+
+    def __init__(self, filterbank: LogMelFilterbank) -> None:
+        super().__init__()
+        spectrogram, mel_scale = filterbank.mel.spectrogram, filterbank.mel.mel_scale
+        n_fft, hop = spectrogram.n_fft, spectrogram.hop_length
+        window = spectrogram.window.double()
+        left = (n_fft - window.numel()) // 2  # torch.stft centres a short window in the FFT frame
+        window = F.pad(window, (left, n_fft - window.numel() - left))
+        angles = 2 * torch.pi * torch.outer(torch.arange(n_fft // 2 + 1), torch.arange(n_fft)).double() / n_fft
+        kernels = torch.cat([torch.cos(angles) * window, -torch.sin(angles) * window])
+        self.register_buffer("kernels", kernels.float().unsqueeze(1))
+        self.register_buffer("fb", mel_scale.fb.t().contiguous())
+        self.pad, self.hop, self.bins = n_fft // 2, hop, n_fft // 2 + 1
+        self.mean_norm = filterbank.mean_norm
+
+    def forward(self, waveforms: Tensor) -> Tensor:
+        padded = F.pad(waveforms.float().unsqueeze(1), (self.pad, self.pad), mode="reflect")
+        parts = F.conv1d(padded, self.kernels, stride=self.hop)
+        power = parts[:, :self.bins] ** 2 + parts[:, self.bins:] ** 2
+        energies = torch.log(torch.matmul(self.fb, power) + LOG_FLOOR)
+        return energies - energies.mean(dim=-1, keepdim=True) if self.mean_norm else energies
 
 
 class TDNNBlock(nn.Module):
@@ -189,6 +217,12 @@ class ECAPATDNN(SpeakerEncoder):
 
     def reference_weights(self) -> Dict[str, Tensor]:
         return self._reference
+
+    def traceable(self) -> "ECAPATDNN":
+        """A copy whose filterbank ONNX can express (:class:`ExportableLogMelFilterbank`)."""
+        copied = copy.deepcopy(self)
+        copied.features = ExportableLogMelFilterbank(self.features)
+        return copied
 
     def config(self) -> Dict[str, Any]:
         return {"channels": self.layer1.conv.out_channels, "nOut": self.embedding_size,

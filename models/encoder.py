@@ -17,7 +17,8 @@ What the rest of the code reads, and nothing else:
 - ``reference_weights()``: the initial weights that the L2 regulariser pulls the fine-tuned encoder
   towards, by parameter name (empty: no pull);
 - ``config()``: plain values from which ``from_config`` rebuilds the same network (stored in the
-  speaker model file; also what ONNX / TorchScript export and ``embed`` / ``verify`` rebuild from).
+  speaker model file; also what ONNX / TorchScript export and ``embed`` / ``verify`` rebuild from);
+- ``traceable()``: what ONNX / TorchScript export traces (the encoder itself unless it says otherwise).
 """
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ class SpeakerEncoder(nn.Module):
     def config(self) -> Dict[str, Any]:
         """Keyword arguments of ``__init__`` (plain values) that rebuild this network."""
         raise NotImplementedError
+
+    def traceable(self) -> nn.Module:
+        """The network ONNX / TorchScript export traces: this one, or an equivalent copy where the forward uses an
+        operation the exporters do not take."""
+        return self
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], state: Optional[Mapping[str, Tensor]] = None) -> "SpeakerEncoder":

@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from models.encoder import SpeakerEncoder
 from utils.atomic import atomic_path
 from utils.errors import InputError
 
@@ -26,8 +27,10 @@ _EXAMPLE_SAMPLES = 16000
 
 
 def _traceable(encoder: nn.Module) -> nn.Module:
-    """A CPU float32 copy of ``encoder`` in evaluation mode (the caller's module is left as it was)."""
-    return copy.deepcopy(encoder).cpu().float().eval()
+    """A CPU float32 copy of ``encoder`` (of its ``traceable()`` form) in evaluation mode; the caller's module is
+    left as it was."""
+    traceable = encoder.traceable() if isinstance(encoder, SpeakerEncoder) else encoder
+    return copy.deepcopy(traceable).cpu().float().eval()
 
 
 def _example() -> torch.Tensor:

@@ -29,17 +29,21 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from clustering.pseudo_labels import PSEUDO_LABELING_OPTIONS
-from rounds.plan import REPO, Plan, option_pairs, options_of
+from demo.prepare import demo_paths, prepare_demo, speaker_level_files
+from rounds.plan import REPO, Comparison, Plan, newest_checkpoint, option_pairs, options_of, training_outputs
 from rounds.report import report
-from rounds.steps import DriverError, Step, StepRunner
+from rounds.steps import DriverError, FolderLock, Step, StepRunner
 from training.dino import DINO_OPTIONS
 from utils.atomic import check_writable
 from utils.options import OPTIONS_BY_NAME, parse_options
 
-CONFIGS = {
-    False: (REPO / "configs" / "wavlm_mhfa_dlg_lc.yaml", REPO / "configs" / "wavlm_mhfa_dlg_lc_lmft.yaml"),
-    True: (REPO / "configs" / "demo_round.yaml", REPO / "configs" / "demo_lmft.yaml"),
+CONFIGS = {  # (encoder, --demo): (round config, LMFT config)
+    ("wavlm_mhfa", False): ("wavlm_mhfa_dlg_lc.yaml", "wavlm_mhfa_dlg_lc_lmft.yaml"),
+    ("wavlm_mhfa", True): ("demo_round.yaml", "demo_lmft.yaml"),
+    ("ecapa_tdnn", False): ("ecapa_tdnn_dlg_lc.yaml", "ecapa_tdnn_dlg_lc_lmft.yaml"),
+    ("ecapa_tdnn", True): ("ecapa_small_round.yaml", "ecapa_small_lmft.yaml"),
 }
+ENCODERS = sorted({encoder for encoder, _ in CONFIGS})
 DINO_CONFIGS = {False: REPO / "configs" / "dino_ecapa.yaml", True: REPO / "configs" / "dino_demo.yaml"}
 DEFAULTS = {  # option: (VoxCeleb recipe, demo)
     "base_path": (None, Path("exps/demo")),
@@ -73,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --demo: hold out every N-th speaker (all its files) for the trials, so that "
                              "verification is on speakers training never saw; 0 holds out the last session of every "
                              "speaker instead [- | 0]")
+    parser.add_argument("--encoder", choices=ENCODERS, default="wavlm_mhfa",
+                        help="the encoder the rounds train: wavlm_mhfa (the published system) or ecapa_tdnn, which "
+                             "starts from the DINO teacher with --bootstrap dino; picks the round and LMFT configs "
+                             "[wavlm_mhfa]")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --demo: add the paper's comparison on the held-out speakers: MFCC statistics, the "
+                             "bootstrap and an LDA on its pseudo-labels scored as they are, one plain round (no loss "
+                             "gate, no label correction), and the supervised control (the same round and LMFT on "
+                             "the true speakers); the table gets each stage's wall time")
+    parser.add_argument("--trials", type=int, default=20000, dest="max_trials",
+                        help="with --demo: at most this many trials over the held-out files, half same-speaker where "
+                             "possible; 0 = every pair [- | 20000]")
     parser.add_argument("--bootstrap", choices=sorted(BOOTSTRAPS), default="mfcc",
                         help="how round 1's embeddings are made when --initial_embeddings is not given: mfcc = MFCC "
                              "statistics (scripts/bootstrap_embeddings.py), dino = train a DINO model on the "
@@ -86,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the run: round<k>/, lmft/, logs/, rounds.md [required | exps/demo]")
     parser.add_argument("--rounds", type=int, default=2, help="pseudo-labelling rounds before LMFT [2 | 2]")
     parser.add_argument("--round_config", type=Path,
-                        help="YAML of each round's training [configs/wavlm_mhfa_dlg_lc.yaml | configs/demo_round.yaml]")
+                        help="YAML of each round's training [configs/wavlm_mhfa_dlg_lc.yaml | configs/demo_round.yaml; "
+                             "ecapa_tdnn: configs/ecapa_tdnn_dlg_lc.yaml | configs/ecapa_small_round.yaml]")
     parser.add_argument("--lmft_config", type=Path,
-                        help="YAML of LMFT [configs/wavlm_mhfa_dlg_lc_lmft.yaml | configs/demo_lmft.yaml]")
+                        help="YAML of LMFT [configs/wavlm_mhfa_dlg_lc_lmft.yaml | configs/demo_lmft.yaml; "
+                             "ecapa_tdnn: configs/ecapa_tdnn_dlg_lc_lmft.yaml | configs/ecapa_small_lmft.yaml]")
     parser.add_argument("--initial_embeddings", type=Path,
                         help="embeddings file clustered in round 1, e.g. the authors' DINO embeddings of VoxCeleb2 "
                              "[made by --bootstrap | made by --bootstrap]")
@@ -171,8 +189,9 @@ def child_environment(threads: int) -> Dict[str, str]:
 
 
 def bootstrap_steps(args: argparse.Namespace, base: Path, train_list: Path, train_options: List[str],
-                    dino_options: List[str]) -> List[Step]:
-    """The steps that make round 1's embeddings (``args.initial_embeddings``) from the unlabelled ``train_list``.
+                    dino_options: List[str]) -> Tuple[List[Step], Optional[List[str]]]:
+    """The steps that make round 1's embeddings (``args.initial_embeddings``) from the unlabelled ``train_list``,
+    and for a DINO bootstrap its trainDINO.py command (which other steps reuse to embed with the teacher).
 
     ``train_options``: the ``--KEY VALUE`` options of the training steps, of which DINO gets those it has
     (paths, device, ...); ``dino_options``: its own (--dino_set).
@@ -181,14 +200,17 @@ def bootstrap_steps(args: argparse.Namespace, base: Path, train_list: Path, trai
     if args.bootstrap == "mfcc":
         return [Step("bootstrap.mfcc", "initial embeddings: MFCC statistics", lambda: [
             args.python, str(REPO / "scripts" / "bootstrap_embeddings.py"), "--train_list", str(train_list),
-            "--train_path", train_path, "--embeddings_path", str(args.initial_embeddings)])]
+            "--train_path", train_path, "--embeddings_path", str(args.initial_embeddings)],
+            inputs=lambda: [train_list], outputs=[args.initial_embeddings])], None
     config = str((args.dino_config or DINO_CONFIGS[args.demo]).resolve())
     shared = [*options_of(train_options, DINO_OPTIONS), *dino_options]
-    dino = [args.python, str(REPO / "trainDINO.py"), "--config", config, "--train_list", str(train_list),
-            "--save_path", str(base / "dino"), *shared]
-    return [Step("bootstrap.dino_train", "initial embeddings: DINO training", lambda: dino),
+    dino = [args.python, str(REPO / "trainDINO.py"), "--config", config, "--save_path", str(base / "dino"), *shared]
+    train = [*dino, "--train_list", str(train_list)]
+    return [Step("bootstrap.dino_train", "initial embeddings: DINO training", lambda: train,
+                 inputs=lambda: [train_list], outputs=training_outputs(base / "dino")),
             Step("bootstrap.dino_embed", "initial embeddings: DINO embeddings", lambda: [
-                *dino, "--generate_embeddings", "--embeddings_path", str(args.initial_embeddings)])]
+                *train, "--generate_embeddings", "--embeddings_path", str(args.initial_embeddings)],
+                inputs=lambda: [newest_checkpoint(base / "dino")], outputs=[args.initial_embeddings])], dino
 
 
 def option_value(options: Sequence[str], name: str) -> str:
@@ -211,11 +233,16 @@ def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
     for name, values in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, values[mode])
-    if (args.data is not None or args.held_out_every) and not args.demo:
-        raise DriverError("--data and --held_out_every go with --demo (the VoxCeleb recipe takes its paths from --set)")
+    if (args.data is not None or args.held_out_every or args.compare) and not args.demo:
+        raise DriverError("--data, --held_out_every and --compare go with --demo (the VoxCeleb recipe takes its paths "
+                          "from --set)")
+    if args.demo and args.data is not None and not args.held_out_every and speaker_level_files(args.data):
+        raise DriverError(f"--held_out_every 0 holds out the last session of every speaker, but {args.data} holds "
+                          "SPEAKER/UTT files (one session per speaker): hold out whole speakers with "
+                          "--held_out_every N (e.g. 5)")
     if args.base_path is None:
         raise DriverError("--base_path is required (or run --demo)")
-    round_config, lmft_config = CONFIGS[args.demo]
+    round_config, lmft_config = (REPO / "configs" / name for name in CONFIGS[args.encoder, args.demo])
     base = args.base_path.resolve()
     overrides = parse_overrides(args.overrides, list(OPTIONS_BY_NAME), "--set", DRIVER_OPTIONS)
     pl_overrides = parse_overrides(args.pl_overrides, PSEUDO_LABELING_OPTION_NAMES, "--pl_set",
@@ -224,26 +251,40 @@ def build(args: argparse.Namespace) -> Tuple[Plan, List[Step], str]:
     prelude: List[Step] = []
     options = overrides
     train_list = args.train_list
+    comparison = None
     if args.demo:
-        from demo.prepare import demo_paths, prepare_demo
-
-        paths = demo_paths(base / "data", args.data.resolve() if args.data else None, args.held_out_every)
+        paths = demo_paths(base / "data", args.data.resolve() if args.data else None, args.held_out_every,
+                           args.max_trials)
         options = paths.options() + overrides
         train_list = paths.train_list
         prelude.append(Step("demo.data", "demo data", action=lambda: prepare_demo(paths)))
+        if args.compare:
+            comparison = Comparison(labelled_list=paths.train_list, held_out_list=paths.held_out_list,
+                                    train_path=str(paths.corpus), bootstrap=args.bootstrap)
     initial_description = "initial"
+    dino_run: Optional[Path] = None
     if args.initial_embeddings is None:
         if train_list is None:
             raise DriverError("give --initial_embeddings (e.g. the authors' DINO embeddings of VoxCeleb2), or "
                               "--train_list to make them with --bootstrap dino|mfcc")
         args.initial_embeddings = base / "initial_embeddings.pt"
         initial_description = BOOTSTRAPS[args.bootstrap]
-        prelude += bootstrap_steps(args, base, train_list, options, dino_overrides)
+        bootstrap, dino_command = bootstrap_steps(args, base, train_list, options, dino_overrides)
+        prelude += bootstrap
+        if dino_command is not None:
+            dino_run = base / "dino"
+            if comparison is not None:
+                comparison.dino_command = dino_command
+    elif args.compare:
+        raise DriverError("--compare scores the bootstrap's embeddings of the held-out files: let the driver make "
+                          "them (--bootstrap) instead of giving --initial_embeddings")
     plan = Plan(base=base, rounds=args.rounds, round_config=(args.round_config or round_config).resolve(),
                 lmft_config=(args.lmft_config or lmft_config).resolve(),
                 initial_embeddings=args.initial_embeddings.resolve(), n_clusters=args.n_clusters,
                 n_clusters_ahc=args.n_clusters_ahc, nproc_per_node=args.nproc_per_node, python=args.python,
-                options=options, pl_options=pl_overrides)
+                options=options, pl_options=pl_overrides, comparison=comparison)
+    if args.encoder == "ecapa_tdnn" and dino_run is not None and "--pretrained_model_path" not in overrides:
+        plan.initial_weights = lambda: newest_checkpoint(dino_run)  # the DINO teacher, once it is trained
     if args.demo and "--nClasses" not in overrides:
         plan.options += classes_for_labels(plan)
     return plan, prelude, initial_description
@@ -265,6 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         trial_list = check_inputs(plan, args.demo)
         if not args.dry_run:
             check_writable(plan.base / "rounds.md", "run folder (--base_path)")
+            lock = FolderLock(plan.base)  # noqa: F841 (held until the driver exits)
         runner = StepRunner(plan.base, child_environment(args.threads), args.dry_run)
         steps = prelude + plan.steps()
         print(f"run_rounds: {len(steps)} steps in {plan.base} ({plan.rounds} round(s) + LMFT); "

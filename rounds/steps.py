@@ -1,13 +1,18 @@
 """The driver's steps: each is the command a user would type, run with its output shown and logged.
 
-A finished step leaves ``BASE/.steps/<step>.done`` (utils/steps.py) and is skipped when the driver runs
-again; a failed one leaves nothing and runs again.
+A finished step leaves ``BASE/.steps/<step>.done`` (utils/steps.py), which records the size and
+modification time of every file the step read (its inputs). When the driver runs again, a finished step
+whose inputs are unchanged is skipped; one whose inputs changed (an earlier step was redone, or a file
+was replaced) is redone, after its stale outputs are removed; a failed step leaves nothing and runs
+again. One driver at a time works in a folder (:class:`FolderLock`).
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,12 +31,61 @@ class DriverError(InputError):
 
 @dataclass
 class Step:
-    """One unit of work: a command line (built when the step runs) or an in-process action."""
+    """One unit of work: a command line (built when the step runs) or an in-process action.
+
+    ``inputs`` (evaluated when the step comes up) lists the files it reads; ``outputs`` the files and
+    folders it writes, removed before the step is redone on changed inputs (a training run would
+    otherwise resume from the checkpoints of the old inputs).
+    """
 
     name: str
     title: str
     command: Optional[Callable[[], List[str]]] = None
     action: Optional[Callable[[], None]] = None
+    inputs: Callable[[], Sequence[Path]] = lambda: ()
+    outputs: Sequence[Path] = ()
+
+
+def fingerprint(paths: Sequence[Path]) -> Dict[str, Optional[List[int]]]:
+    """``{path: [size, modification time in ns]}`` of each file (None for one that does not exist)."""
+    found: Dict[str, Optional[List[int]]] = {}
+    for path in paths:
+        try:
+            info = os.stat(path)
+            found[str(path)] = [info.st_size, info.st_mtime_ns]
+        except FileNotFoundError:
+            found[str(path)] = None
+    return found
+
+
+def remove_outputs(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+class FolderLock:
+    """An exclusive lock on ``FOLDER/.lock`` for the life of this process: a second driver in the same folder
+    stops at once with the first one's process id, instead of both writing the same files."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ".lock"
+        self.handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise DriverError(f"another run_rounds.py (process {holder}) is running in {folder}: wait for it to "
+                              "finish, or stop it, or use another --base_path") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
 
 
 def _die_with_parent() -> None:
@@ -58,13 +112,19 @@ class StepRunner:
         clock = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.started))
         command = step.command() if step.command is not None else None
         record = self.markers.finished(step.name)
+        inputs = fingerprint(step.inputs()) if not self.dry_run else {}
         if record is not None and not self.dry_run:
             marker = self.markers.marker(step.name)
-            print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({marker})", flush=True)
-            if record["command"] != command:
-                print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
-                      f"delete {marker} to run it again", flush=True)
-            return
+            changed = [path for path, value in inputs.items() if record.get("inputs", inputs).get(path) != value]
+            if not changed:
+                print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({marker})", flush=True)
+                if record["command"] != command:
+                    print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
+                          f"delete {marker} to run it again", flush=True)
+                return
+            print(f"{counter} {clock} redo {step.title}: its input {changed[0]} changed since it was done "
+                  f"{record['finished']}", flush=True)
+            remove_outputs(step.outputs)
         shown = shlex.join(command) if command is not None else "(in-process)"
         print(f"\n{counter} {clock} ==== {step.title} ====\n$ {shown}", flush=True)
         if self.dry_run:
@@ -80,7 +140,7 @@ class StepRunner:
                 raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
                                   "Fix the cause and run the same command again: finished steps are skipped")
 
-        record = self.markers.run(step.name, execute, command=command)
+        record = self.markers.run(step.name, execute, command=command, inputs=inputs)
         print(f"{counter} {step.title}: done in {record['seconds']:.0f} s", flush=True)
 
 

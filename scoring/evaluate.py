@@ -25,10 +25,10 @@ from torch import nn
 from dataio.datasets import CropSpec
 from dataio.embedding_store import load_embeddings, save_embeddings
 from dataio.lists import listed_files
-from dataio.trials import check_trial_files, check_trial_labels, read_trial_list
+from dataio.trials import TrialList, check_trial_files, check_trial_labels, read_trial_list
 from scoring import plots
 from scoring.embedding import embed_across_processes
-from scoring.scoring import SECOND_P_TARGET, measure, score_trials, write_scores
+from scoring.scoring import SECOND_P_TARGET, EvalResult, TrialScores, measure, score_trials, write_scores
 from utils import checkpoints
 from utils.atomic import atomic_append_line, atomic_torch_save, check_writable
 from utils.distributed import barrier, is_main_process
@@ -117,7 +117,6 @@ def evaluate(args: argparse.Namespace, device: torch.device, encoder_for: Encode
     selected = select_checkpoints(args)
     files = trials.files()
     paths = [os.path.join(args.test_path, name) for name in files]
-    list_name = stem(args.test_list)
     norm = score_norm_description(args)
     if is_main_process():
         print(f"Trial list {args.test_list}: {len(trials)} trials over {len(files)} files"
@@ -134,22 +133,34 @@ def evaluate(args: argparse.Namespace, device: torch.device, encoder_for: Encode
                     len(files) / max(embeddings.seconds, 1e-9), embeddings.forwards)
         scores = score_trials(trials, files, embeddings.crops, embeddings.whole, mean=mean, cohort=cohort,
                               top_k=args.asnorm_top_k)
-        tag = f"{name}_{list_name}"
-        result = measure(scores, trials, name, args.dcf_p_target, args.dcf_c_miss, args.dcf_c_fa, norm)
-        write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials, args.score_format)
-        det_plot = None
-        if trials.labels is not None and args.plots:
-            title = f"{name}{f' ({model_kind})' if model_kind else ''} on {list_name}"
-            det_plot = plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
-                                      p_targets=tuple(result.min_dcf))
-            plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"),
-                                        title)
-        line = result.line()
-        print(line, flush=True)
-        atomic_append_line(os.path.join(result_dir, RESULTS_FILE), line)
-        write_json(os.path.join(result_dir, f"eval_{tag}.json"),
-                   dict(dataclasses.asdict(result), checkpoint_path=weights, scores_file=f"scores_{tag}.txt",
-                        det_plot=det_plot, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
+        report_scores(args, result_dir, name, weights, trials, scores, norm, model_kind)
+
+
+def report_scores(args: argparse.Namespace, result_dir: str, name: str, source: str, trials: TrialList,
+                  scores: TrialScores, norm: str = "none", model_kind: str = "") -> EvalResult:
+    """Measure and write one model's scores of a trial list: the scores file, the DET and histogram plots (with
+    ``args.plots``), a line in ``eval_results.txt`` and the record ``eval_<name>_<list>.json``.
+
+    ``args`` gives the minDCF costs, the score format and ``plots``; ``source`` is the checkpoint (or file)
+    the scores come from; ``model_kind`` and the run's folder name title the plots.
+    """
+    tag = f"{name}_{stem(trials.path)}"
+    result = measure(scores, trials, name, args.dcf_p_target, args.dcf_c_miss, args.dcf_c_fa, norm)
+    write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials, args.score_format)
+    det_plot = None
+    if trials.labels is not None and args.plots:
+        run = os.path.basename(os.path.dirname(os.path.abspath(result_dir)))
+        title = f"{run}: {name}{f' ({model_kind})' if model_kind else ''} on {stem(trials.path)}"
+        det_plot = plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
+                                  p_targets=tuple(result.min_dcf))
+        plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"), title)
+    line = result.line()
+    print(line, flush=True)
+    atomic_append_line(os.path.join(result_dir, RESULTS_FILE), line)
+    write_json(os.path.join(result_dir, f"eval_{tag}.json"),
+               dict(dataclasses.asdict(result), checkpoint_path=source, scores_file=f"scores_{tag}.txt",
+                    det_plot=det_plot, finished=time.strftime("%Y-%m-%d %H:%M:%S")))
+    return result
 
 
 def generate_embeddings(args: argparse.Namespace, device: torch.device, encoder_for: EncoderFor,

@@ -73,7 +73,7 @@ def test_loop_interrupted_resumed_and_skipped(tmp_path, corpus):
     # 2. Run the same command again: finished steps are skipped, the rest runs, the table is filled.
     second = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert second.stdout.count(" skip ") == 3 and "==== round 1: fine-tuning ====" in second.stdout
+    assert second.stdout.count(" skip ") == 3 and "==== round 1: training ====" in second.stdout
     rows = table_rows((base / "rounds.md").read_text())
     assert [row.split("|")[1].strip() for row in rows] == ["round 1", "LMFT"]
     for row in rows:

@@ -97,3 +97,19 @@ def test_two_process_training_and_resume(tiny_argv, tiny_corpus, tmp_path):
     assert state["optimizer"]["state"][0]["step"].item() == steps  # AdamW moments carried across the restart
     assert state["scheduler"]["last_epoch"] == 3
     assert len(state["rng"]) == WORLD and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+
+ECAPA = ["--model", "ecapa_tdnn", "--channels", "16", "--nOut", "8", "--n_mels", "20", "--pretrained_model_path", "",
+         "--gate_start_epoch", "2", "--lc_start_epoch", "2"]
+
+
+def test_two_processes_train_the_ecapa_encoder_to_identical_weights_and_batch_norm_statistics(tiny_argv, tmp_path):
+    """Parameters through DDP, the batch norms' running statistics averaged after every step; the clean view of
+    the dropped rows (label correction from epoch 2) is embedded with the running statistics, so they stay equal."""
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    save_path = str(tmp_path / "exp")
+    _, ranks = torchrun(str(wrapper), str(tmp_path), tiny_argv(save_path, *ECAPA))
+    assert_same_weights(ranks, os.path.join(save_path, "model", "model000000002.model"))
+    running = [key for key in ranks[0]["state"] if key.endswith("running_mean")]
+    assert running and all(ranks[0]["state"][key].abs().sum() > 0 for key in running)
