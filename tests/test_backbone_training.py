@@ -10,13 +10,15 @@ import torch
 import trainSpeakerNet
 import trainSpeakerNet_Eval
 from demo.corpus import write_trials
+from models import pretrained
 from models.export import export_onnx, export_torchscript
 from models.mhfa_encoder import MHFAEncoder
 from scoring.speaker_model import load_speaker_model
 from scripts import export_model, verify
-from tests.conftest import TINY_CONFIG
+from tests.conftest import REPO_ROOT, TINY_CONFIG
 from tests.helpers_backbones import random_huggingface_model, write_backbone
 from training.speaker_net import parameter_groups
+from utils.options import load_yaml_config
 
 EVAL = ["--eval_frames", "50", "--num_eval", "3", "--eval_batch_size", "4", "--nDataLoaderThread", "0",
         "--plots", "false"]
@@ -93,3 +95,15 @@ def test_tiny_backbone_trains_exports_and_verifies(tiny_corpus, tmp_path, family
         relative = np.abs(values - eager).max() / np.abs(eager).max()
         print(f"[{family} + MHFA] {kind}: max relative difference from eager {relative:.1e}")
         assert relative <= 1e-4
+
+
+@pytest.mark.parametrize("stem,model,repo", [
+    ("hubert_base", "hubert_mhfa", "facebook/hubert-base-ls960"),
+    ("hubert_large", "hubert_mhfa", "facebook/hubert-large-ll60k"),
+    ("wav2vec2_base", "wav2vec2_mhfa", "facebook/wav2vec2-base"),
+    ("wav2vec2_large", "wav2vec2_mhfa", "facebook/wav2vec2-large-lv60")])
+def test_each_backbone_config_has_the_recipes_values(stem, model, repo):
+    recipe = load_yaml_config(os.path.join(REPO_ROOT, "configs", "wavlm_mhfa_dlg_lc.yaml"))
+    config = load_yaml_config(os.path.join(REPO_ROOT, "configs", f"{stem}_mhfa_dlg_lc.yaml"))
+    assert config == {**recipe, "model": model, "pretrained_model_path": repo, "save_path": f"exp/{stem}_mhfa_dlg_lc"}
+    assert repo in pretrained.KNOWN_MODELS
