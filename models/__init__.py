@@ -6,6 +6,6 @@ from ``wavlm`` (the backbone), ``wavlm_checkpoint`` (Microsoft's and Hugging Fac
 ``pretrained`` (known names downloaded) and ``mhfa`` (the pooling head); ``hubert_mhfa`` and
 ``wav2vec2_mhfa`` put HuBERT and wav2vec 2.0 (the same backbone without relative position bias; fairseq's
 files in ``fairseq_checkpoint``) under the same head, all three subclasses of ``mhfa_encoder``;
-``ecapa_tdnn`` is another encoder (and DINO's backbone); ``dino`` holds the DINO head and model; ``export`` writes TorchScript /
-ONNX copies of an encoder. Imports only ``utils``.
+``ecapa_tdnn`` is another encoder (and DINO's backbone); ``dino`` holds the DINO head and model;
+``export`` writes TorchScript / ONNX copies of an encoder. Imports only ``utils``.
 """

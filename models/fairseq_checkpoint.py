@@ -48,7 +48,7 @@ def _fairseq_settings(content: Any, path: str) -> Tuple[Mapping[str, Any], Any]:
         f"'model' and 'task') or 'args' (an argparse Namespace), as in hubert_base_ls960.pt; found {found}")
 
 
-def read_fairseq(path: str, trust_checkpoint: bool, arch: str, name: str) -> Tuple[WavLMConfig, Mapping[str, Any]]:
+def _read_fairseq(path: str, trust_checkpoint: bool, arch: str, name: str) -> Tuple[WavLMConfig, Mapping[str, Any]]:
     """The encoder config and state dict of fairseq's pre-trained ``arch`` model (``hubert``, ``wav2vec2``)."""
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"pre-trained {name} checkpoint not found: {path}")
@@ -70,9 +70,9 @@ def read_fairseq(path: str, trust_checkpoint: bool, arch: str, name: str) -> Tup
 
 
 HUBERT = BackboneFormat(name="HuBERT", model_type="hubert", huggingface_class="HubertModel", relative_position=False,
-                        read_file=functools.partial(read_fairseq, arch="hubert", name="HuBERT"),
+                        read_file=functools.partial(_read_fairseq, arch="hubert", name="HuBERT"),
                         example_file="hubert_base_ls960.pt")
 WAV2VEC2 = BackboneFormat(name="wav2vec 2.0", model_type="wav2vec2", huggingface_class="Wav2Vec2Model",
                           relative_position=False,
-                          read_file=functools.partial(read_fairseq, arch="wav2vec2", name="wav2vec 2.0"),
+                          read_file=functools.partial(_read_fairseq, arch="wav2vec2", name="wav2vec 2.0"),
                           example_file="wav2vec_small.pt")

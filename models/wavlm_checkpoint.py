@@ -171,11 +171,6 @@ def read_backbone_config(path: str, backbone: BackboneFormat, trust_checkpoint: 
             else backbone.read_file(path, trust_checkpoint)[0])
 
 
-def read_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLMConfig, Mapping[str, Any]]:
-    """:func:`read_pretrained` of a WavLM."""
-    return read_pretrained(path, WAVLM, trust_checkpoint)
-
-
 def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
     """:func:`load_pretrained` of a WavLM."""
     return load_pretrained(path, WAVLM, trust_checkpoint)
@@ -232,11 +227,6 @@ WAVLM = BackboneFormat(name="WavLM", model_type="wavlm", huggingface_class="WavL
                        read_file=_read_microsoft, example_file="WavLM-Base+.pt")
 
 
-def read_wavlm_config(path: str, trust_checkpoint: bool = False) -> WavLMConfig:
-    """:func:`read_backbone_config` of a WavLM."""
-    return read_backbone_config(path, WAVLM, trust_checkpoint)
-
-
 class _Unavailable:
     """Stands in, when a trusted file is unpickled in full, for a class whose module is not installed (fairseq's
     ``Dictionary`` in HuBERT checkpoints): the object keeps its attributes and nothing of it is used."""
@@ -278,7 +268,8 @@ def torch_load(path: str, trust_checkpoint: bool) -> Any:
                               pickle_module=_TOLERANT_PICKLE)
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        refused = zipfile.is_zipfile(path) or "Unsupported global" in str(error)  # not garbage: a legacy-format file
+        # a checkpoint (zip, or the legacy format naming a class it holds), not some other file's bytes
+        refused = zipfile.is_zipfile(path) or "Unsupported global" in str(error)
         if "Weights only load failed" in str(error) and refused:
             raise CheckpointFormatError(
                 f"{path}: holds objects other than tensors and plain containers, so safe loading refuses it "
