@@ -33,6 +33,8 @@ from utils.errors import InputError
 ENCODERS: Dict[str, str] = {
     "wavlm_mhfa": "models.wavlm_mhfa",  # WavLM + MHFA: the published system
     "ecapa_tdnn": "models.ecapa_tdnn",  # ECAPA-TDNN, from a trainDINO.py teacher or random
+    "hubert_mhfa": "models.hubert_mhfa",  # HuBERT + MHFA (docs/backbones.md)
+    "wav2vec2_mhfa": "models.wav2vec2_mhfa",  # wav2vec 2.0 + MHFA (docs/backbones.md)
 }
 """Encoder name (a config's ``model:``) -> the module that defines it."""
 

@@ -2,7 +2,9 @@
 
 ``--pretrained_model_path`` takes a path, or one of the names of :data:`KNOWN_MODELS`: Microsoft's
 checkpoints (``wavlm-base-plus``, ``wavlm-large``; the published system starts from WavLM Base+) or
-the Hugging Face repositories (``microsoft/wavlm-base-plus``, ``microsoft/wavlm-large``). A name is
+the Hugging Face repositories (``microsoft/wavlm-base-plus``, ``microsoft/wavlm-large``); for the HuBERT and
+wav2vec 2.0 encoders, fairseq's checkpoints (``hubert-base-ls960``, ``hubert-large-ll60k``, ``wav2vec2-base``,
+``wav2vec2-large-lv60``) and their Hugging Face repositories (``facebook/<same name>``). A name is
 downloaded once into ``CACHE/<name>/`` (:func:`cache_folder`); later runs read the cached files.
 
 Every file's SHA-256 lives in this table. None of them could be verified from the machine this was
@@ -28,6 +30,7 @@ CACHE_NAME = "wavlm_ssl_sv"
 _AZURE = "https://valle.blob.core.windows.net/share/wavlm/{}?sv=2020-08-04&st=2023-03-01T07%3A51%3A05Z" \
          "&se=2033-03-02T07%3A51%3A00Z&sr=c&sp=rl&sig=QJXmSJG9DbMKf48UDIU1MfzIro8HQOf3sqlNXiflY1I%3D"
 _HUGGING_FACE = "https://huggingface.co/{}/resolve/main/{}"
+_FAIRSEQ = "https://dl.fbaipublicfiles.com/{}"  # the links of fairseq's examples/hubert and examples/wav2vec READMEs
 _HF_FILES = ("config.json", "preprocessor_config.json", "pytorch_model.bin")
 
 
@@ -50,6 +53,11 @@ def _microsoft(file_name: str) -> KnownModel:
     return KnownModel((RemoteFile(file_name, _AZURE.format(file_name)),), entry=file_name)
 
 
+def _fairseq(path: str) -> KnownModel:
+    file_name = os.path.basename(path)
+    return KnownModel((RemoteFile(file_name, _FAIRSEQ.format(path)),), entry=file_name)
+
+
 def _hugging_face(repo: str) -> KnownModel:
     return KnownModel(tuple(RemoteFile(name, _HUGGING_FACE.format(repo, name)) for name in _HF_FILES))
 
@@ -59,6 +67,12 @@ KNOWN_MODELS: Dict[str, KnownModel] = {
     "wavlm-large": _microsoft("WavLM-Large.pt"),
     "microsoft/wavlm-base-plus": _hugging_face("microsoft/wavlm-base-plus"),
     "microsoft/wavlm-large": _hugging_face("microsoft/wavlm-large"),
+    "hubert-base-ls960": _fairseq("hubert/hubert_base_ls960.pt"),
+    "hubert-large-ll60k": _fairseq("hubert/hubert_large_ll60k.pt"),
+    "wav2vec2-base": _fairseq("fairseq/wav2vec/wav2vec_small.pt"),
+    "wav2vec2-large-lv60": _fairseq("fairseq/wav2vec/wav2vec_vox_new.pt"),
+    **{repo: _hugging_face(repo) for repo in ("facebook/hubert-base-ls960", "facebook/hubert-large-ll60k",
+                                              "facebook/wav2vec2-base", "facebook/wav2vec2-large-lv60")},
 }
 
 

@@ -437,9 +437,14 @@ class WavLM(nn.Module):
                              f"got {lengths.tolist()}")
 
     def _normalize_waveforms(self, waveforms: Tensor, valid: Optional[Tensor]) -> Tensor:
-        """Zero mean, unit variance per utterance over its valid samples (``cfg.normalize``)."""
+        """Zero mean, unit variance per utterance over its valid samples (``cfg.normalize``).
+
+        Written out rather than ``F.layer_norm``, whose shape argument the ONNX exporter cannot make dynamic.
+        """
         if valid is None:
-            return F.layer_norm(waveforms, waveforms.shape[-1:], eps=_LAYER_NORM_EPS)
+            mean = waveforms.mean(dim=1, keepdim=True)
+            variance = (waveforms - mean).square().mean(dim=1, keepdim=True)
+            return (waveforms - mean) * torch.rsqrt(variance + _LAYER_NORM_EPS)
         count = valid.sum(dim=1, keepdim=True)
         mean = (waveforms * valid).sum(dim=1, keepdim=True) / count
         variance = (((waveforms - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count

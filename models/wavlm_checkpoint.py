@@ -4,6 +4,10 @@ Both load into :class:`models.wavlm.WavLM` under Microsoft's key names. Tensors 
 of the encoder (pre-training heads such as ``label_embs_concat`` and ``final_proj.*``) are skipped
 and listed in one log line. The loader also returns a copy of the loaded weights: the reference
 that the L2-to-pre-trained regulariser pulls the fine-tuned encoder towards.
+
+The same code reads the other backbones that :class:`models.wavlm.WavLM` runs (HuBERT and wav2vec 2.0,
+models/fairseq_checkpoint.py): a :class:`BackboneFormat` names the authors' file reader and the Hugging
+Face model type; the Hugging Face folders of all three share their layout and key names.
 """
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ import logging
 import os
 import pickle
 import re
+import types
 import zipfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -69,7 +75,13 @@ _HF_DEFAULTS: Dict[str, Any] = {
     "feat_extract_activation": "gelu", "conv_dim": [512] * 7, "conv_stride": [5, 2, 2, 2, 2, 2, 2],
     "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_bias": False, "num_conv_pos_embeddings": 128,
     "num_conv_pos_embedding_groups": 16, "num_buckets": 320, "max_bucket_distance": 800,
-    "do_stable_layer_norm": False, "add_adapter": False,
+    "do_stable_layer_norm": False, "add_adapter": False, "adapter_attn_dim": None, "feat_proj_layer_norm": True,
+    "conv_pos_batch_norm": False,
+}
+# config.json values that the backbone requires (HuBERT's and wav2vec 2.0's options that WavLM lacks included).
+_HF_REQUIRED: Dict[str, Any] = {
+    "add_adapter": False, "adapter_attn_dim": None, "feat_extract_activation": "gelu", "layer_norm_eps": 1e-5,
+    "feat_proj_layer_norm": True, "conv_pos_batch_norm": False,
 }
 _HF_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "linear": "linear",
                    "gelu_new": "gelu_accurate", "gelu_pytorch_tanh": "gelu_accurate"}
@@ -101,39 +113,67 @@ _HF_KEY_MAP = [
 
 
 class CheckpointFormatError(InputError):
-    """A checkpoint file or folder that cannot be read as a WavLM encoder."""
+    """A checkpoint file or folder that cannot be read as a pre-trained backbone."""
 
 
-def read_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLMConfig, Mapping[str, Any]]:
-    """The encoder config and the weights (Microsoft key names, not yet checked) of a pre-trained WavLM.
+FileReader = Callable[[str, bool], Tuple[WavLMConfig, Mapping[str, Any]]]
+"""(path, trust_checkpoint) -> (encoder config, weights by Microsoft / fairseq key name) of an authors' file."""
 
-    ``path``: a Microsoft checkpoint (``{'cfg': dict, 'model': state_dict}``, e.g.
-    ``WavLM-Base+.pt``), a Hugging Face ``WavLMModel`` folder (``config.json`` with
+
+@dataclass(frozen=True)
+class BackboneFormat:
+    """A family of pre-trained backbones that :class:`models.wavlm.WavLM` runs, and how its files are read.
+
+    ``read_file`` reads the authors' own file format; ``model_type`` is the Hugging Face ``config.json``
+    model type, also the prefix of its weight names; WavLM alone has the gated relative position bias.
+    """
+
+    name: str
+    model_type: str
+    huggingface_class: str
+    relative_position: bool
+    read_file: FileReader
+    example_file: str
+
+
+def read_pretrained(path: str, backbone: BackboneFormat,
+                    trust_checkpoint: bool = False) -> Tuple[WavLMConfig, Mapping[str, Any]]:
+    """The encoder config and the weights (Microsoft key names, not yet checked) of a pre-trained ``backbone``.
+
+    ``path``: the authors' checkpoint (for WavLM Microsoft's ``{'cfg': dict, 'model': state_dict}``, e.g.
+    ``WavLM-Base+.pt``), a Hugging Face folder of ``backbone.huggingface_class`` (``config.json`` with
     ``model.safetensors`` or ``pytorch_model.bin``), or that folder's ``config.json``.
     """
     folder = _huggingface_folder(path)
     if folder is not None:
-        cfg = _read_huggingface_cfg(folder)
-        return cfg, _huggingface_to_microsoft_keys(_read_huggingface_weights(folder, trust_checkpoint), cfg)
-    return _read_microsoft(path, trust_checkpoint)
+        cfg = _read_huggingface_cfg(folder, backbone)
+        return cfg, _huggingface_to_microsoft_keys(_read_huggingface_weights(folder, trust_checkpoint), cfg, backbone)
+    return backbone.read_file(path, trust_checkpoint)
 
 
-def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
-    """Build a WavLM from ``path`` (see :func:`read_pretrained_wavlm`) and return it with a copy of the weights
-    it loaded: float32 CPU tensors by Microsoft key name."""
-    cfg, weights = read_pretrained_wavlm(path, trust_checkpoint)
+def load_pretrained(path: str, backbone: BackboneFormat,
+                    trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
+    """Build the network of ``path`` (see :func:`read_pretrained`) and return it with a copy of the weights it
+    loaded: float32 CPU tensors by Microsoft key name."""
+    cfg, weights = read_pretrained(path, backbone, trust_checkpoint)
     model = WavLM(cfg)
     return model, copy_pretrained_weights(model, weights, path)
 
 
-def read_wavlm_config(path: str, trust_checkpoint: bool = False) -> WavLMConfig:
-    """The encoder config of a pre-trained WavLM (same ``path`` forms as :func:`load_pretrained_wavlm`).
+def read_backbone_config(path: str, backbone: BackboneFormat, trust_checkpoint: bool = False) -> WavLMConfig:
+    """The encoder config of a pre-trained ``backbone`` (same ``path`` forms as :func:`read_pretrained`).
 
-    Reads no weights: a Hugging Face folder's ``config.json``, or a Microsoft file memory-mapped so
-    that only its ``cfg`` is read from disk.
+    Reads no weights: a Hugging Face folder's ``config.json``, or the authors' file memory-mapped so
+    that only its configuration is read from disk.
     """
     folder = _huggingface_folder(path)
-    return _read_huggingface_cfg(folder) if folder is not None else _read_microsoft(path, trust_checkpoint)[0]
+    return (_read_huggingface_cfg(folder, backbone) if folder is not None
+            else backbone.read_file(path, trust_checkpoint)[0])
+
+
+def load_pretrained_wavlm(path: str, trust_checkpoint: bool = False) -> Tuple[WavLM, Dict[str, Tensor]]:
+    """:func:`load_pretrained` of a WavLM."""
+    return load_pretrained(path, WAVLM, trust_checkpoint)
 
 
 def _huggingface_folder(path: str) -> Optional[str]:
@@ -168,7 +208,7 @@ def save_random_wavlm_checkpoint(path: str, seed: int = 0, **cfg_overrides: Any)
 def _read_microsoft(path: str, trust_checkpoint: bool) -> Tuple[WavLMConfig, Mapping[str, Any]]:
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"pre-trained WavLM checkpoint not found: {path}")
-    content = _torch_load(path, trust_checkpoint)
+    content = torch_load(path, trust_checkpoint)
     if not (isinstance(content, Mapping) and isinstance(content.get("cfg"), Mapping)
             and isinstance(content.get("model"), Mapping)):
         found = sorted(map(str, content))[:10] if isinstance(content, Mapping) else type(content).__name__
@@ -183,63 +223,93 @@ def _read_microsoft(path: str, trust_checkpoint: bool) -> Tuple[WavLMConfig, Map
     return cfg, content["model"]
 
 
-def _torch_load(path: str, trust_checkpoint: bool) -> Any:
+WAVLM = BackboneFormat(name="WavLM", model_type="wavlm", huggingface_class="WavLMModel", relative_position=True,
+                       read_file=_read_microsoft, example_file="WavLM-Base+.pt")
+
+
+class _Unavailable:
+    """Stands in, when a trusted file is unpickled in full, for a class whose module is not installed (fairseq's
+    ``Dictionary`` in HuBERT checkpoints): the object keeps its attributes and nothing of it is used."""
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except ModuleNotFoundError:
+            return type(name, (_Unavailable,), {"__module__": module})
+
+
+_TOLERANT_PICKLE = types.ModuleType("tolerant_pickle")
+_TOLERANT_PICKLE.Unpickler = _TolerantUnpickler  # type: ignore[attr-defined]
+_TOLERANT_PICKLE.load = lambda file, **kwargs: _TolerantUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+
+
+def torch_load(path: str, trust_checkpoint: bool) -> Any:
     """``torch.load`` with safe (weights-only) unpickling, or full unpickling when the user trusts the file.
 
     Microsoft's ``WavLM-Base+.pt`` (a dict of a plain ``cfg`` dict and a state dict) and Hugging Face's
-    ``pytorch_model.bin`` (a state dict) load safely; a file that needs more could run code when
-    unpickled, so it is refused unless ``trust_checkpoint``.
+    ``pytorch_model.bin`` (a state dict) load safely; a file that needs more (fairseq's checkpoints, with
+    their argparse ``args`` or their task's dictionaries) could run code when unpickled, so it is refused
+    unless ``trust_checkpoint``. Unpickled in full, objects of modules that are not installed (fairseq's)
+    become inert stand-ins: fairseq is not needed.
     """
     def not_a_checkpoint(error: BaseException) -> CheckpointFormatError:
         return CheckpointFormatError(
             f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}); expected "
-            f"Microsoft's WavLM .pt file or a Hugging Face WavLMModel folder")
+            f"the authors' .pt file (Microsoft's WavLM, fairseq's HuBERT or wav2vec 2.0) or a Hugging Face folder")
 
     if trust_checkpoint:
         logger.warning("%s: unpickled in full (--trust_checkpoint): only do this for files you trust", path)
     try:
         # Memory-mapped where the format allows (zip archives): tensors are read from disk only when used.
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=zipfile.is_zipfile(path))
+        if trust_checkpoint:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=zipfile.is_zipfile(path),
+                              pickle_module=_TOLERANT_PICKLE)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
+        # a checkpoint (zip, or the legacy format naming a class it holds), not some other file's bytes
+        refused = zipfile.is_zipfile(path) or "Unsupported global" in str(error)
+        if "Weights only load failed" in str(error) and refused:
             raise CheckpointFormatError(
                 f"{path}: holds objects other than tensors and plain containers, so safe loading refuses it "
-                "(unpickling it in full could run code). Microsoft's and Hugging Face's published WavLM files "
-                "load safely; if you trust this file, pass --trust_checkpoint true") from None
+                "(unpickling it in full could run code). Microsoft's WavLM and Hugging Face's files load safely, "
+                "fairseq's HuBERT and wav2vec 2.0 files do not; if you trust this file, pass --trust_checkpoint true"
+            ) from None
         raise not_a_checkpoint(error) from None
     except Exception as error:  # torch.load raises many types on foreign files
         raise not_a_checkpoint(error) from None
 
 
-def _read_huggingface_cfg(folder: str) -> WavLMConfig:
+def _read_huggingface_cfg(folder: str, backbone: BackboneFormat) -> WavLMConfig:
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
-        raise CheckpointFormatError(f"{folder}: no config.json; expected a Hugging Face WavLMModel folder")
+        raise CheckpointFormatError(f"{folder}: no config.json; expected a Hugging Face "
+                                    f"{backbone.huggingface_class} folder")
     with open(config_path, encoding="utf-8") as handle:
         try:
             config = json.load(handle)
         except json.JSONDecodeError as error:
             raise CheckpointFormatError(f"{config_path}: invalid JSON ({error})") from None
-    if config.get("model_type", "wavlm") != "wavlm":
-        raise CheckpointFormatError(f"{config_path}: model_type is {config['model_type']!r}, expected 'wavlm'")
+    if config.get("model_type", backbone.model_type) != backbone.model_type:
+        raise CheckpointFormatError(f"{config_path}: model_type is {config['model_type']!r}, expected "
+                                    f"{backbone.model_type!r} for a {backbone.name} backbone")
     normalize = False
     preprocessor_path = os.path.join(folder, "preprocessor_config.json")
     if os.path.isfile(preprocessor_path):
         with open(preprocessor_path, encoding="utf-8") as handle:
             normalize = bool(json.load(handle).get("do_normalize", False))
-    return _cfg_from_huggingface({**_HF_DEFAULTS, **config}, normalize, config_path)
+    return _cfg_from_huggingface({**_HF_DEFAULTS, **config}, normalize, config_path, backbone.relative_position)
 
 
-def _cfg_from_huggingface(config: Mapping[str, Any], normalize: bool, source: str) -> WavLMConfig:
+def _cfg_from_huggingface(config: Mapping[str, Any], normalize: bool, source: str,
+                          relative_position: bool) -> WavLMConfig:
     def unsupported(key: str, expected: str) -> CheckpointFormatError:
         return CheckpointFormatError(f"{source}: {key}={config[key]!r} is not supported; expected {expected}")
 
-    if config["add_adapter"]:
-        raise unsupported("add_adapter", "false")
-    if config["feat_extract_activation"] != "gelu":
-        raise unsupported("feat_extract_activation", "'gelu'")
-    if config["layer_norm_eps"] != 1e-5:
-        raise unsupported("layer_norm_eps", "1e-05")
+    for key, required in _HF_REQUIRED.items():
+        if config[key] != required:
+            raise unsupported(key, json.dumps(required))
     if config["feat_extract_norm"] not in ("group", "layer"):
         raise unsupported("feat_extract_norm", "'group' or 'layer'")
     if config["hidden_act"] not in _HF_ACTIVATIONS:
@@ -260,8 +330,8 @@ def _cfg_from_huggingface(config: Mapping[str, Any], normalize: bool, source: st
             attention_dropout=config["attention_dropout"], activation_dropout=config["activation_dropout"],
             encoder_layerdrop=config["layerdrop"], dropout_input=config["feat_proj_dropout"],
             conv_pos=config["num_conv_pos_embeddings"], conv_pos_groups=config["num_conv_pos_embedding_groups"],
-            relative_position_embedding=True, num_buckets=config["num_buckets"],
-            max_distance=config["max_bucket_distance"], gru_rel_pos=True)
+            relative_position_embedding=relative_position, num_buckets=config["num_buckets"],
+            max_distance=config["max_bucket_distance"], gru_rel_pos=relative_position)
     except (TypeError, ValueError) as error:
         raise CheckpointFormatError(f"{source}: {error}") from None
 
@@ -273,17 +343,19 @@ def _read_huggingface_weights(folder: str, trust_checkpoint: bool) -> Dict[str, 
 
         return load_file(safetensors_path, device="cpu")
     if os.path.isfile(bin_path):
-        return _torch_load(bin_path, trust_checkpoint)
+        return torch_load(bin_path, trust_checkpoint)
     raise CheckpointFormatError(f"{folder}: no weights; expected one of {list(_HF_WEIGHT_FILES)} "
                                 f"(sharded checkpoints are not supported)")
 
 
-def _huggingface_to_microsoft_keys(weights: Mapping[str, Any], cfg: WavLMConfig) -> Dict[str, Any]:
+def _huggingface_to_microsoft_keys(weights: Mapping[str, Any], cfg: WavLMConfig,
+                                   backbone: BackboneFormat) -> Dict[str, Any]:
     """Rename Hugging Face tensors to Microsoft's keys; unknown keys keep their name (then skipped)."""
     norm_slot = "2.1." if cfg.extractor_mode == "layer_norm" else "2."
+    prefix = backbone.model_type + "."
     renamed = {}
     for key, value in weights.items():
-        bare = key[len("wavlm."):] if key.startswith("wavlm.") else key
+        bare = key[len(prefix):] if key.startswith(prefix) else key
         for pattern, template in _HF_KEY_MAP:
             match = re.fullmatch(pattern, bare)
             if match:
@@ -311,7 +383,7 @@ def copy_pretrained_weights(model: WavLM, weights: Mapping[str, Any], source: st
                                         f"model built from the cfg expects {tuple(expected[key].shape)}")
     skipped = sorted(key for key in weights if key not in expected)
     if skipped:
-        logger.info("%s: skipped %d tensors that are not part of the WavLM encoder: %s",
+        logger.info("%s: skipped %d tensors that are not part of the encoder: %s",
                     source, len(skipped), ", ".join(skipped))
     with torch.no_grad():
         for key in loaded:

@@ -1,112 +1,27 @@
-"""WavLM + MHFA: the speaker encoder of the published system (docs/method.md §3).
-
-State-dict keys are ``model.*`` (WavLM, Microsoft names) and ``backend.*`` (MHFA), i.e. the
-original checkpoints' ``__S__.model.*`` and ``__S__.backend.*`` without the ``__S__.`` prefix.
-
-Only the transformer layers of WavLM are trained (docs/method.md §10: the original put the other
-WavLM parameters in no optimiser group, so they never change); here they are also frozen
-(``requires_grad=False``), which skips computing gradients that the original computed and threw away.
-"""
+"""WavLM + MHFA: the speaker encoder of the published system (docs/method.md §3; models/mhfa_encoder.py)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Mapping
 
-import torch
-from torch import Tensor
-
-from models.encoder import SpeakerEncoder
-from models.mhfa import MHFA
-from models.pretrained import resolve_pretrained
-from models.wavlm import WavLM, WavLMConfig
-from models.wavlm_checkpoint import copy_pretrained_weights, read_pretrained_wavlm, read_wavlm_config
-from utils.errors import InputError
+from models.mhfa_encoder import MHFAEncoder
+from models.wavlm_checkpoint import WAVLM
 
 
-class WavLMMHFA(SpeakerEncoder):
-    """WavLM (``wavlm_cfg``: a :class:`models.wavlm.WavLMConfig` dict) and an MHFA head of ``head_nb`` heads
-    over ``compression_dim``-dimensional keys and values, giving ``nOut``-dimensional embeddings."""
+class WavLMMHFA(MHFAEncoder):
+    """WavLM (``wavlm_cfg``: a :class:`models.wavlm.WavLMConfig` dict) and an MHFA head."""
+
+    BACKBONE = WAVLM
+    CONFIG_KEY = "wavlm_cfg"
+    KNOWN_NAME = "wavlm-base-plus"
 
     def __init__(self, wavlm_cfg: Mapping[str, Any], nOut: int = 256, head_nb: int = 64,
                  compression_dim: int = 128) -> None:
-        super().__init__()
-        self.model = WavLM(WavLMConfig.from_dict(wavlm_cfg))
-        self.backend = MHFA(num_layers=self.model.num_hidden_states, inputs_dim=self.model.embed_dim,
-                            head_nb=head_nb, compression_dim=compression_dim, outputs_dim=nOut)
-        in_layers = {id(p) for p in self.model.encoder.layers.parameters()}
-        for parameter in self.model.parameters():
-            if id(parameter) not in in_layers:
-                parameter.requires_grad_(False)
-        self._reference: Dict[str, Tensor] = {}
-
-    @property
-    def padding_is_exact(self) -> bool:  # type: ignore[override]
-        """Only WavLM's ``layer_norm`` extractor leaves valid frames untouched by padding (scoring/embedding.py)."""
-        return self.model.cfg.extractor_mode == "layer_norm"
-
-    @property
-    def embedding_size(self) -> int:
-        return self.backend.pooling_fc.out_features
-
-    def forward(self, waveforms: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        """``lengths`` (B,) gives each row's valid samples; see :meth:`WavLM.forward` for padding."""
-        hidden_states = self.model(waveforms, lengths)
-        frame_mask = None
-        if lengths is not None:
-            frames = torch.arange(hidden_states[0].shape[1], device=waveforms.device)
-            frame_mask = frames[None, :] < self.model.frame_lengths(lengths).to(waveforms.device)[:, None]
-        return self.backend(hidden_states, frame_mask)
-
-    def parameter_groups(self, head_lr: float, backbone_lr: float, layer_decay: float) -> List[Dict[str, Any]]:
-        """MHFA at ``head_lr``; transformer layer i at ``backbone_lr * layer_decay**i`` (docs/method.md §5)."""
-        groups = [{"params": list(self.backend.parameters()), "lr": head_lr}]
-        for index, layer in enumerate(self.model.encoder.layers):
-            groups.append({"params": list(layer.parameters()), "lr": backbone_lr * layer_decay ** index})
-        return groups
-
-    def reference_weights(self) -> Dict[str, Tensor]:
-        """The pre-trained WavLM weights (``model.*``), frozen ones included, as in the original's L2 term."""
-        return self._reference
-
-    def load_pretrained(self, weights: Mapping[str, Any], source: str) -> None:
-        """Copy a pre-trained WavLM's weights (Microsoft names) into the backbone; they become the reference."""
-        loaded = copy_pretrained_weights(self.model, weights, source)
-        self._reference = {f"model.{key}": value for key, value in loaded.items()}
-
-    def config(self) -> Dict[str, Any]:
-        return {"wavlm_cfg": self.model.cfg.to_dict(), "nOut": self.embedding_size,
-                "head_nb": self.backend.att_head.out_features,
-                "compression_dim": self.backend.cmp_linear_k.out_features}
-
-    @classmethod
-    def config_from_options(cls, pretrained_model_path: Optional[str] = None, nOut: int = 256, head_nb: int = 64,
-                            compression_dim: int = 128, trust_checkpoint: bool = False,
-                            model_cache: Optional[str] = None, **options: Any) -> Dict[str, Any]:
-        """The config of the options' encoder; of the pre-trained WavLM only its configuration is read."""
-        cfg = read_wavlm_config(resolve_pretrained(_required_path(pretrained_model_path), model_cache),
-                                trust_checkpoint)
-        return {"wavlm_cfg": cfg.to_dict(), "nOut": nOut, "head_nb": head_nb, "compression_dim": compression_dim}
+        super().__init__(wavlm_cfg, nOut=nOut, head_nb=head_nb, compression_dim=compression_dim)
 
 
-def _required_path(pretrained_model_path: Optional[str]) -> str:
-    if not pretrained_model_path:
-        raise InputError("the WavLM + MHFA encoder needs --pretrained_model_path (a WavLM checkpoint, e.g. "
-                         "WavLM-Base+.pt, a Hugging Face WavLMModel folder, or a known name such as wavlm-base-plus)")
-    return pretrained_model_path
-
-
-def MainModel(pretrained_model_path: Optional[str] = None, nOut: int = 256, head_nb: int = 64,
-              compression_dim: int = 128, trust_checkpoint: bool = False, model_cache: Optional[str] = None,
-              **options: Any) -> WavLMMHFA:
-    """The encoder training starts from: the pre-trained WavLM and a new MHFA head (options not used are ignored).
-
-    The backbone is built (and randomly initialised) before the head, then the pre-trained weights are
-    copied in: the random draws of the head are those of the original.
-    """
-    path = resolve_pretrained(_required_path(pretrained_model_path), model_cache)
-    cfg, weights = read_pretrained_wavlm(path, trust_checkpoint)
-    encoder = WavLMMHFA(cfg.to_dict(), nOut=nOut, head_nb=head_nb, compression_dim=compression_dim)
-    encoder.load_pretrained(weights, path)
-    return encoder
+def MainModel(**options: Any) -> MHFAEncoder:
+    """The pre-trained WavLM and a new MHFA head (:meth:`MHFAEncoder.pretrained`)."""
+    return WavLMMHFA.pretrained(**options)
 
 
 ENCODER = WavLMMHFA

@@ -151,8 +151,8 @@ def test_paths_win_over_names_and_the_cache_follows_xdg(monkeypatch, tmp_path):
     os.makedirs("microsoft/wavlm-base-plus")
     assert resolve_pretrained("microsoft/wavlm-base-plus") == "microsoft/wavlm-base-plus"
     assert resolve_pretrained("some/file.pt") == "some/file.pt"
-    assert set(pretrained.KNOWN_MODELS) == {"wavlm-base-plus", "wavlm-large", "microsoft/wavlm-base-plus",
-                                            "microsoft/wavlm-large"}
+    assert {"wavlm-base-plus", "wavlm-large", "microsoft/wavlm-base-plus",
+            "microsoft/wavlm-large"} <= set(pretrained.KNOWN_MODELS)  # tests/test_backbone_download.py: the others
     hf = pretrained.KNOWN_MODELS["microsoft/wavlm-large"]
     assert [f.url for f in hf.files] == [f"https://huggingface.co/microsoft/wavlm-large/resolve/main/{name}"
                                          for name in ("config.json", "preprocessor_config.json", "pytorch_model.bin")]

@@ -122,7 +122,8 @@ def test_main_model_factory(tiny_checkpoint):
     factory = get_model_factory("Baseline.Spk_Encoder")
     assert factory is get_model_factory("spk_encoder") is get_model_factory("wavlm_mhfa") is models.wavlm_mhfa.MainModel
     assert encoder_class("Baseline.Spk_Encoder") is WavLMMHFA
-    assert set(ENCODERS) == {"wavlm_mhfa", "ecapa_tdnn"} and set(ALIASES) == {"spk_encoder", "Baseline.Spk_Encoder"}
+    assert set(ENCODERS) == {"wavlm_mhfa", "ecapa_tdnn", "hubert_mhfa", "wav2vec2_mhfa"}
+    assert set(ALIASES) == {"spk_encoder", "Baseline.Spk_Encoder"}
     encoder = factory(pretrained_model_path=tiny_checkpoint, nOut=32, head_nb=8, max_frames=300,
                       LR_MHFA=5e-3, model="Baseline.Spk_Encoder")
     assert encoder.backend.pooling_fc.out_features == 32 and encoder.backend.att_head.out_features == 8
@@ -134,7 +135,8 @@ def test_main_model_factory(tiny_checkpoint):
         assert torch.equal(value, state[key])
     with pytest.raises(ValueError, match="--pretrained_model_path"):
         factory(pretrained_model_path=None)
-    with pytest.raises(ValueError, match="unknown model 'ResNetSE34'.*ecapa_tdnn, wavlm_mhfa.*Baseline.Spk_Encoder"):
+    with pytest.raises(ValueError, match="unknown model 'ResNetSE34'.*ecapa_tdnn, hubert_mhfa, wav2vec2_mhfa, "
+                                         "wavlm_mhfa.*Baseline.Spk_Encoder"):
         get_model_factory("ResNetSE34")
     with pytest.raises(ValueError, match="defines no MainModel"):
         get_model_factory("mhfa")

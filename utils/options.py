@@ -177,11 +177,13 @@ OPTIONS: List[Option] = [
     _o("rir_path", str, "data/simulated_rirs", "simulated RIRs: */*/*.wav", IO, **T),
     # model
     _o("model", str, "Baseline.Spk_Encoder",
-       "encoder: wavlm_mhfa (= Baseline.Spk_Encoder, published), ecapa_tdnn, or the dotted path of your module",
+       "encoder: wavlm_mhfa (= Baseline.Spk_Encoder, published), hubert_mhfa, wav2vec2_mhfa (docs/backbones.md), "
+       "ecapa_tdnn, or the dotted path of your module",
        MODEL),
     _o("pretrained_model_path", optional_str, None,
        "initial weights: a WavLM (Microsoft .pt, Hugging Face folder, or a known name downloaded on first use: "
-       "wavlm-base-plus, wavlm-large, microsoft/wavlm-base-plus, microsoft/wavlm-large); for ecapa_tdnn a "
+       "wavlm-base-plus, wavlm-large, microsoft/wavlm-base-plus, microsoft/wavlm-large); for hubert_mhfa and "
+       "wav2vec2_mhfa a fairseq .pt, a Hugging Face folder or a known name (docs/backbones.md); for ecapa_tdnn a "
        "trainDINO.py checkpoint (its teacher), or none for random weights", MODEL),
     _o("model_cache", optional_str, None,
        "folder of downloaded pre-trained models (default $XDG_CACHE_HOME/wavlm_ssl_sv or ~/.cache/wavlm_ssl_sv)",
@@ -190,8 +192,8 @@ OPTIONS: List[Option] = [
        "unpickle a pre-trained checkpoint that safe loading refuses (it could run code: only files you trust)",
        MODEL),
     _o("nOut", integer, 192, "speaker embedding size", MODEL),
-    _o("head_nb", integer, 64, "wavlm_mhfa: MHFA attention heads", MODEL),
-    _o("compression_dim", integer, 128, "wavlm_mhfa: MHFA compressed key / value size", MODEL),
+    _o("head_nb", integer, 64, "MHFA encoders: MHFA attention heads", MODEL),
+    _o("compression_dim", integer, 128, "MHFA encoders: MHFA compressed key / value size", MODEL),
     _o("channels", integer, 1024, "ecapa_tdnn: channels C (blocks of C, aggregation of 3C); a multiple of 8", MODEL),
     _o("n_mels", integer, 80, "ecapa_tdnn: log mel bands of the filterbank", MODEL),
     _o("mean_norm", str2bool, True, "ecapa_tdnn: subtract each log mel band's mean over the utterance", MODEL),
