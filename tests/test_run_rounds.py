@@ -198,3 +198,71 @@ def test_held_out_speakers_data_needs_cluster_counts_and_gets_enough_classes(tmp
     assert "--n_clusters 200 --n_clusters_ahc 30" in out and "--nClasses 30" in out
     assert "trainDINO.py --config" in out and "configs/dino_demo.yaml" in out
     assert f"--generate_embeddings --embeddings_path {tmp_path / 'run' / 'initial_embeddings.pt'}" in out
+
+
+def test_a_step_whose_input_changed_is_redone(tmp_path, corpus):
+    """The MFCC loop, then the DINO loop in the same folder: the pseudo-labels, training and evaluation are redone
+    on the DINO embeddings (their inputs changed), and the table reports them (before: skipped as done)."""
+    base = tmp_path / "run"
+    first = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = subprocess.run(driver(base, corpus, "--bootstrap", "dino", "--dino_config", str(REPO / "configs" /
+                                   "dino_tiny.yaml"), "--dino_set", "max_epoch=1"),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert re.search(r"redo round 1: pseudo-labels: its input .*initial_embeddings.pt changed", second.stdout)
+    assert "redo round 1: training" in second.stdout and "redo LMFT: training" in second.stdout
+    rows = table_rows((base / "rounds.md").read_text())
+    assert rows[0].split("|")[2].strip() == "DINO embeddings"
+    summary = json.loads((base / "round1" / "pseudo_labels.summary.json").read_text())
+    assert summary["dim"] == 16  # clustered the DINO embeddings (configs/dino_tiny.yaml: nOut 16), not the MFCC's 40
+    assert (base / "round1" / "pseudo_labels.txt").stat().st_mtime > (base / "initial_embeddings.pt").stat().st_mtime
+    epochs = [json.loads(line) for line in (base / "round1" / "result" / "train_metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in epochs] == [1]  # trained afresh, not resumed from the MFCC run
+
+
+def test_a_second_driver_in_the_same_folder_stops_at_once(tmp_path, corpus):
+    base = tmp_path / "run"
+    first = subprocess.Popen(driver(base, corpus), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (base / ".lock").is_file() or not (base / ".lock").read_text().strip():
+            assert time.time() < deadline and first.poll() is None
+            time.sleep(0.1)
+        started = time.time()
+        second = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and time.time() - started < 30
+        assert f"another run_rounds.py (process {first.pid}) is running in {base}" in second.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=90)
+
+
+def test_held_out_every_zero_on_speaker_level_files_is_refused(tmp_path, capsys):
+    data = tmp_path / "speakers"
+    for speaker in range(3):
+        (data / f"spk{speaker}").mkdir(parents=True)
+        (data / f"spk{speaker}" / "0.flac").write_bytes(b"")
+    assert run_rounds.main(["--demo", "--data", str(data), "--n_clusters_ahc", "3", "--base_path",
+                            str(tmp_path / "run")]) == 1
+    assert "holds SPEAKER/UTT files (one session per speaker): hold out whole speakers with --held_out_every N" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_compare_plans_the_baselines_the_plain_round_and_the_supervised_control(tmp_path, capsys):
+    data = tmp_path / "speakers"
+    for speaker in range(6):
+        (data / f"spk{speaker}").mkdir(parents=True)
+        (data / f"spk{speaker}" / "0.flac").write_bytes(b"")
+    assert run_rounds.main(["--demo", "--data", str(data), "--held_out_every", "3", "--n_clusters_ahc", "4",
+                            "--encoder", "ecapa_tdnn", "--bootstrap", "dino", "--compare", "--rounds", "2",
+                            "--base_path", str(tmp_path / "run"), "--dry_run"]) == 0
+    commands = [line[2:] for line in capsys.readouterr().out.splitlines() if line.startswith("$ ")]
+    rounds = [c for c in commands if "trainSpeakerNet.py" in c]
+    assert all("configs/ecapa_small" in c and f"--pretrained_model_path '{tmp_path}/run/dino/model/" in c
+               for c in rounds)
+    assert sum("--trainfunc aam" in c for c in rounds) == 1  # the plain round
+    assert sum(f"--train_list {tmp_path}/run/data/train_list.txt" in c for c in rounds) == 2  # supervised + LMFT
+    assert sum("scripts/score_embeddings.py" in c for c in commands) == 3
+    assert any("--lda_labels" in c and "round1/pseudo_labels.txt" in c for c in commands)
