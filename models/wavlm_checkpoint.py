@@ -11,9 +11,7 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import re
-import zipfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -21,6 +19,7 @@ from torch import Tensor
 
 from models.wavlm import WavLM, WavLMConfig
 from utils.atomic import atomic_torch_save
+from utils.checkpoints import CheckpointError, load_file
 from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -188,27 +187,17 @@ def _torch_load(path: str, trust_checkpoint: bool) -> Any:
 
     Microsoft's ``WavLM-Base+.pt`` (a dict of a plain ``cfg`` dict and a state dict) and Hugging Face's
     ``pytorch_model.bin`` (a state dict) load safely; a file that needs more could run code when
-    unpickled, so it is refused unless ``trust_checkpoint``.
+    unpickled, so it is refused unless ``trust_checkpoint``. Memory-mapped where the format allows (zip
+    archives): tensors are read from disk only when used.
     """
-    def not_a_checkpoint(error: BaseException) -> CheckpointFormatError:
-        return CheckpointFormatError(
-            f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}); expected "
-            f"Microsoft's WavLM .pt file or a Hugging Face WavLMModel folder")
-
     if trust_checkpoint:
         logger.warning("%s: unpickled in full (--trust_checkpoint): only do this for files you trust", path)
     try:
-        # Memory-mapped where the format allows (zip archives): tensors are read from disk only when used.
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
-            raise CheckpointFormatError(
-                f"{path}: holds objects other than tensors and plain containers, so safe loading refuses it "
-                "(unpickling it in full could run code). Microsoft's and Hugging Face's published WavLM files "
-                "load safely; if you trust this file, pass --trust_checkpoint true") from None
-        raise not_a_checkpoint(error) from None
-    except Exception as error:  # torch.load raises many types on foreign files
-        raise not_a_checkpoint(error) from None
+        return load_file(path, "pre-trained WavLM checkpoint", weights_only=not trust_checkpoint, mmap=True,
+                         refused_hint=". Microsoft's and Hugging Face's published WavLM files load safely; if you "
+                                      "trust this file, pass --trust_checkpoint true")
+    except CheckpointError as error:
+        raise CheckpointFormatError(str(error)) from None
 
 
 def _read_huggingface_cfg(folder: str) -> WavLMConfig:

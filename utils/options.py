@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -340,6 +340,13 @@ def parse_options(description: str, argv: Optional[Sequence[str]] = None, option
             reason = opt.help if opt in LEGACY_OPTIONS else f"{parser.prog} does not use it"
             print(f"{parser.prog}: note: {where} is ignored ({reason})", file=sys.stderr, flush=True)
     return argparse.Namespace(**resolved)
+
+
+def check_at_least(args: argparse.Namespace, lowest: Mapping[str, float]) -> None:
+    """Refuse an option below its lowest usable value (``lowest``: option name -> value), naming the option."""
+    for name, low in lowest.items():
+        if getattr(args, name) < low:
+            raise InputError(f"--{name} must be at least {low}, got {getattr(args, name)}")
 
 
 def save_resolved_config(args: argparse.Namespace, path: str, options: Sequence[Option] = OPTIONS) -> None:
