@@ -80,6 +80,7 @@ DINO_OPTIONS: List[Option] = [
             "local views)"),
     _shared("nDataLoaderThread"),
     _shared("augment", help="MUSAN / RIR augmentation of every crop, drawn for each crop on its own"),
+    _shared("check_audio"),
     _shared("sixth_augmentation"),
     _shared("seed"),
     Option("global_frames", int, 400, "global crops in 10 ms frames (400: 4 s)", DATA),
@@ -386,6 +387,7 @@ class DINOTraining(Method):
         a batch on every process.
         """
         dataset = MultiCropDataset(**vars(self.args))
+        self.check_audio(dataset)
         sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
                                      seed=self.args.seed, drop_last=True)
         return self.loader(dataset, sampler), sampler

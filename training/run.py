@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataio.datasets import worker_init_fn
+from dataio.lists import check_listed_audio
 from utils import checkpoints
 from utils.atomic import remove_stale_temporaries
 from utils.distributed import (
@@ -133,6 +134,12 @@ class Method(ABC):
     @abstractmethod
     def data(self) -> Tuple[Any, EpochSampler]:
         """The data loader of one process (its inputs checked) and its sampler."""
+
+    def check_audio(self, dataset: Any) -> None:
+        """``--check_audio``: every file of ``dataset`` (its ``data_list``, from the lines ``line_numbers`` of
+        ``--train_list``) read before epoch 1; the files training cannot use are named at once. Collective."""
+        if self.args.check_audio:
+            check_listed_audio(self.args.train_list, dataset.data_list, dataset.line_numbers)
 
     def loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
         """The DataLoader of ``batch_size`` items per step over ``sampler``'s share of ``dataset``.

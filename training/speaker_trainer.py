@@ -22,7 +22,6 @@ from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
 from dataio.datasets import prepare_batch, train_dataset_loader
-from dataio.lists import check_listed_audio
 from dataio.sampler import train_dataset_sampler
 from training.run import EpochTrainer, Method, StepResult
 from training.speaker_net import SpeakerNet, parameter_groups
@@ -233,16 +232,7 @@ class SpeakerTraining(Method):
         args = self.args
         dataset = train_dataset_loader(**vars(args))
         check_labels(dataset, args.nClasses, args.train_list)
-        if args.check_audio:  # on rank 0 only; every process then stops with its message
-            problem = None
-            if is_main_process():
-                try:
-                    check_listed_audio(args.train_list, dataset.data_list, dataset.line_numbers)
-                except InputError as error:
-                    problem = str(error)
-            problem = broadcast_object(problem)
-            if problem is not None:
-                raise InputError(problem)
+        self.check_audio(dataset)
         sampler = train_dataset_sampler(dataset, **vars(args))
         return self.loader(dataset, sampler), sampler
 

@@ -90,7 +90,8 @@ OPTIONS: List[Option] = [
     _o("nDataLoaderThread", integer, 10, "DataLoader worker processes", DATA),
     _o("augment", str2bool, True, "MUSAN / RIR augmentation of the training crops", DATA, **T),
     _o("check_audio", str2bool, True,
-       "read every listed file's header before epoch 1 and name all unreadable ones at once", DATA, **T),
+       "read every listed file before epoch 1 and name at once all that cannot be trained on: unreadable, empty, "
+       "NaN or inf, or digital silence (every sample below -60 dBFS)", DATA, **T),
     _o("augment_on_device", str2bool, False,
        "apply reverberation and noise in batch on the training device instead of in the workers", DATA, **T),
     _o("sixth_augmentation", str, "faithful",
