@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "eval_results.txt"
 COUNTS = {"num_checkpoints": 1, "eval_batch_size": 1, "num_eval": 1, "eval_frames": 0, "max_eval_samples": 0,
-          "average_checkpoints": 0, "nDataLoaderThread": 0}
+          "average_checkpoints": 0, "nDataLoaderThread": 0, "threads": 0}
 """Options that must be at least this, checked before anything is read."""
 
 EncoderFor = Callable[[str], nn.Module]

@@ -25,7 +25,7 @@ from dataio.embedding_store import kaldi_scp_path, keyed_paths, save_embeddings,
 from scoring.speaker_model import SpeakerModel
 from utils.atomic import check_distinct, check_writable
 from utils.cli import run_cli
-from utils.device import resolve_device
+from utils.device import resolve_device, set_torch_threads
 from utils.errors import InputError
 from utils.options import IO, OPTIONS_BY_NAME, RUN, Option, check_at_least, optional_str, parse_options
 from utils.textfile import read_text_lines
@@ -37,13 +37,15 @@ RUN_OPTIONS = [  # shared with scripts/verify.py
     dataclasses.replace(OPTIONS_BY_NAME["device"], group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["eval_batch_size"], help="files embedded per forward pass", group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["nDataLoaderThread"], default=2, group=RUN),
+    OPTIONS_BY_NAME["threads"],
 ]
-RUN_COUNTS = {"eval_batch_size": 1, "nDataLoaderThread": 0}
+RUN_COUNTS = {"eval_batch_size": 1, "nDataLoaderThread": 0, "threads": 0}
 
 
 def start_run(args: argparse.Namespace) -> None:
-    """Check the run options (shared with scripts/verify.py)."""
+    """Check the run options (shared with scripts/verify.py) and set torch's threads for them."""
     check_at_least(args, RUN_COUNTS)
+    set_torch_threads(args.threads, args.nDataLoaderThread)
 EMBED_OPTIONS = [
     Option("model", str, None, "speaker model file (scripts/export_model.py)", IO, positional=True),
     Option("inputs", str, None, "audio files, folders of audio files, or lists of files (.txt, .lst)", IO,

@@ -134,7 +134,7 @@ def test_check_writable_leaves_no_folder_behind(tmp_path):
 
 @pytest.mark.parametrize("command, option, value, lowest", [
     ("verify", "--eval_batch_size", "0", 1), ("verify", "--nDataLoaderThread", "-1", 0),
-    ("embed", "--eval_batch_size", "0", 1), ("embed", "--nDataLoaderThread", "-1", 0),
+    ("embed", "--eval_batch_size", "0", 1), ("embed", "--nDataLoaderThread", "-1", 0), ("embed", "--threads", "-1", 0),
     ("export", "--average_checkpoints", "-1", 0), ("eval", "--nDataLoaderThread", "-1", 0),
     ("train", "--max_epoch", "0", 1), ("train", "--nDataLoaderThread", "-1", 0),
 ])

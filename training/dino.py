@@ -133,6 +133,7 @@ DINO_OPTIONS: List[Option] = [
     _shared("num_eval"),
     _shared("max_eval_samples"),
     _shared("eval_batch_size"),
+    _shared("threads"),
     _shared("num_checkpoints"),
     _shared("average_checkpoints"),
     _shared("plots"),

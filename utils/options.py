@@ -152,6 +152,8 @@ OPTIONS: List[Option] = [
     _o("max_eval_samples", integer, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap",
        EVAL, **E),
     _o("eval_batch_size", integer, 16, "files embedded per forward pass during evaluation", EVAL, **E),
+    _o("threads", integer, 0, "torch CPU threads while embedding; 0 = $OMP_NUM_THREADS, else the cores the "
+       "nDataLoaderThread workers leave (at least 1)", EVAL, **E),
     _o("num_checkpoints", integer, 1, "--eval: evaluate the newest N checkpoints in save_path/model", EVAL, **E),
     _o("average_checkpoints", integer, 0, "--eval: average the weights of the newest N checkpoints first", EVAL,
        **E),
