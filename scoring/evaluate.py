@@ -117,6 +117,13 @@ def score_norm_description(args: argparse.Namespace) -> str:
     return ", ".join(parts) or "none"
 
 
+def plot_title(save_path: str, checkpoint: str, list_name: str, model_kind: str = "") -> str:
+    """``RUN: CHECKPOINT (KIND) on LIST``, RUN being save_path's last folder (``round1``, ``lmft``, ...): the
+    checkpoint's name alone is the same in every round of run_rounds.py."""
+    run = os.path.basename(os.path.normpath(os.path.abspath(save_path)))
+    return f"{run}: {checkpoint}{f' ({model_kind})' if model_kind else ''} on {list_name}"
+
+
 def evaluate(args: argparse.Namespace, device: torch.device, encoder_for: EncoderFor, model_kind: str = "") -> None:
     """Score ``--test_list`` with each selected checkpoint; ``model_kind`` (e.g. "DINO teacher") titles the plots."""
     trials = read_trial_list(args.test_list)
@@ -150,7 +157,7 @@ def evaluate(args: argparse.Namespace, device: torch.device, encoder_for: Encode
         write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials, args.score_format)
         det_plot = None
         if trials.labels is not None and args.plots:
-            title = f"{name}{f' ({model_kind})' if model_kind else ''} on {list_name}"
+            title = plot_title(args.save_path, name, list_name, model_kind)
             det_plot = plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
                                       p_targets=tuple(result.min_dcf))
             plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"),
