@@ -32,7 +32,7 @@ from scoring.evaluate import check_counts, evaluate, generate_embeddings
 from training.dino import DINO_OPTIONS, DINOTraining, check_options, load_teacher_backbone
 from training.run import seed_everything, train
 from utils.cli import run_cli
-from utils.device import device_session
+from utils.device import device_session, set_torch_threads
 from utils.distributed import get_rank
 from utils.errors import InputError
 from utils.options import parse_options
@@ -53,6 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[DINOModel]:
     check_options(args)
     if args.eval or args.generate_embeddings:
         check_counts(args)
+        set_torch_threads(args.threads, args.nDataLoaderThread)
     with device_session(args.device, args.distributed) as device:
         if args.eval or args.generate_embeddings:
             encoder_for = functools.partial(teacher_backbone_on, args, device)

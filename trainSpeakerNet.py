@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from training.run import seed_everything, train
 from training.speaker_net import SpeakerNet
-from training.speaker_trainer import SpeakerTraining
+from training.speaker_trainer import SpeakerTraining, check_options
 from utils.cli import run_cli
 from utils.device import device_session
 from utils.distributed import get_rank
@@ -33,6 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> SpeakerNet:
     if args.eval or args.generate_embeddings:
         raise InputError("trainSpeakerNet.py only trains; for --eval or --generate_embeddings run "
                          "trainSpeakerNet_Eval.py with the same options")
+    check_options(args)
     with device_session(args.device, args.distributed) as device:
         seed_everything(args.seed + get_rank())
         return train(SpeakerTraining(args, device))

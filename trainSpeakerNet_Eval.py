@@ -42,7 +42,7 @@ import torch
 from scoring.evaluate import check_counts, evaluate, generate_embeddings
 from scoring.speaker_model import encoder_from_checkpoint, is_speaker_model, load_speaker_model
 from utils.cli import run_cli
-from utils.device import device_session
+from utils.device import device_session, set_torch_threads
 from utils.errors import InputError
 from utils.options import EVAL_OPTIONS, config_options, parse_options
 
@@ -79,6 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.eval == args.generate_embeddings:
         raise InputError("give exactly one of --eval and --generate_embeddings")
     check_counts(args)
+    set_torch_threads(args.threads, args.nDataLoaderThread)
     with device_session(args.device, args.distributed) as device:
         encoder_for = EncoderLoader(args, device)
         if args.eval:

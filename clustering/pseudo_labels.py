@@ -18,8 +18,8 @@ import torch
 from clustering.ahc import DEFAULT_BLOCK_BYTES, check_ward_memory, ward_ahc
 from clustering.kmeans import INIT_METHODS, kmeans
 from clustering.report import cluster_sizes, nmi, purity, speakers_from_keys
-from dataio.embedding_store import load_embeddings
-from utils.atomic import atomic_open, check_writable
+from dataio.embedding_store import check_keys_without_whitespace, load_embeddings
+from utils.atomic import atomic_open, check_distinct, check_writable
 from utils.device import resolve_device
 from utils.errors import InputError
 from utils.options import Option, integer, str2bool
@@ -74,10 +74,15 @@ def run_pseudo_labeling(embeddings_file: str, output_file: str, n_clusters: int 
     """
     if init not in ("auto",) + INIT_METHODS:
         raise InputError(f"--init {init!r}: expected one of {['auto', *INIT_METHODS]}")
+    check_distinct([("output_file", output_file), ("output_file's summary", summary_path(output_file))],
+                   [("embeddings_file", embeddings_file)])
     check_writable(output_file, "pseudo-label list")
+    check_writable(summary_path(output_file), "pseudo-label summary")
     timings: Dict[str, float] = {}
     started = time.perf_counter()
     keys, embeddings = load_embeddings(embeddings_file)
+    # Each key becomes the path of a 'LABEL PATH' line, which the trainer splits at whitespace.
+    check_keys_without_whitespace(keys, f"embeddings file {embeddings_file!r}", "a train list line cannot hold")
     n, dim = embeddings.shape
     timings["load"] = time.perf_counter() - started
     logger.info("loaded %d embeddings of dimension %d from %s in %.1f s", n, dim, embeddings_file, timings["load"])

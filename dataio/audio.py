@@ -129,10 +129,44 @@ def header_length(path: str, max_samples: int = 0) -> int:
     return min(length, max_samples) if max_samples > 0 else length
 
 
-def header_problem(path: str) -> Optional[str]:
-    """Why ``path`` cannot be read as audio, from its header alone, or None when it can."""
+SILENCE_DBFS = -60.0
+"""A file whose every sample lies below this level (dB relative to full scale, 1.0) is digital silence: it
+holds no signal to take a speaker from (16-bit dither alone reaches about -90 dBFS, quiet speech -40)."""
+_CHECK_BLOCK = 60 * SAMPLE_RATE
+"""Frames read at a time by :func:`audio_problem`: memory stays small for hour-long files."""
+
+
+def silence_problem(peak: float) -> Optional[str]:
+    """``is digital silence ...`` when the largest absolute sample ``peak`` is below :data:`SILENCE_DBFS`, else None."""
+    if peak >= 10.0 ** (SILENCE_DBFS / 20.0):
+        return None
+    level = f"{20.0 * np.log10(peak):.1f} dBFS" if peak > 0 else "every sample is 0"
+    return f"is digital silence: every sample is below {SILENCE_DBFS:g} dBFS (peak: {level})"
+
+
+def warn_if_silent(audio: np.ndarray, name: str) -> None:
+    """A warning naming ``name`` when ``audio`` is digital silence: its embedding says nothing of a speaker."""
+    problem = silence_problem(float(np.max(np.abs(audio))) if audio.size else 0.0)
+    if problem is not None:
+        _log.warning("%s %s; its embedding and scores carry no speaker information", name, problem)
+
+
+def audio_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be trained on (unreadable, no samples, NaN or inf, digital silence), or None.
+
+    Reads every sample, a minute at a time, at the file's own rate and channels: these problems do not
+    depend on the resampling and mixing that reading for training does.
+    """
     try:
-        info = soundfile.info(path)
+        with soundfile.SoundFile(path) as audio:
+            if audio.frames == 0:
+                return "holds no samples"
+            peak = 0.0
+            for block in audio.blocks(blocksize=_CHECK_BLOCK, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    return "holds NaN or inf samples"
+                peak = max(peak, float(np.max(np.abs(block))))
     except (RuntimeError, OSError) as err:
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
-    return "it holds no samples" if info.frames == 0 else None
+        lines = str(err).splitlines()
+        return f"cannot be read ({lines[0] if lines else type(err).__name__})"
+    return silence_problem(peak)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dataio.audio import AudioReadError, crop_audio, loadWAV, pad_short_file, read_audio
+from dataio.audio import AudioReadError, crop_audio, loadWAV, pad_short_file, read_audio, warn_if_silent
 from dataio.augment import AugmentWAV, augment_batch
 from dataio.lists import checked_train_list
 
@@ -154,8 +154,11 @@ def evaluation_views(audio: np.ndarray, name: str, crops: Optional[CropSpec] = N
                      max_samples: int = 0) -> Tuple[Optional[Tensor], Tensor]:
     """A 16 kHz signal's evaluation views, as :class:`AudioFiles` gives a file's: ``(crops or None, whole)``, float32.
 
-    ``name`` (the file, or a description of the signal) is named in the warning for a too short signal.
+    ``name`` (the file, or a description of the signal) is named in the warnings for a too short signal and for
+    digital silence.
     """
+    # The whole signal is in memory here anyway: one max(|x|) over it costs nothing beside the forward pass.
+    warn_if_silent(audio, name)
     whole = torch.from_numpy(pad_short_file(audio, name))
     if crops is None:
         return None, whole

@@ -17,6 +17,7 @@ import kaldiio
 import torch
 
 from utils.atomic import atomic_open, atomic_torch_save, atomic_write_text
+from utils.checkpoints import load_file
 from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,7 @@ def load_embeddings(path: str | os.PathLike) -> Tuple[List[str], torch.Tensor]:
     source = f"embeddings file {os.fspath(path)!r}"
     if not os.path.isfile(path):
         raise InputError(f"{source} does not exist or is not a file")
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for a file it cannot read
-        raise InputError(f"{source} is not a readable torch.save file: {exc}") from exc
+    stored = load_file(os.fspath(path), "embeddings file")
     if not isinstance(stored, dict):
         raise InputError(f"{source} holds a {type(stored).__name__}, expected a dict of key -> tensor")
     return _validated_matrix(stored.items(), source)
@@ -112,6 +110,16 @@ def save_embeddings(embeddings: Dict[str, torch.Tensor], path: str | os.PathLike
     """Write ``embeddings`` atomically, each value as its own contiguous (1, D) float32 CPU tensor."""
     keys, matrix = _validated_matrix(embeddings.items(), f"embeddings for {os.fspath(path)!r}")
     atomic_torch_save({key: matrix[i:i + 1].clone() for i, key in enumerate(keys)}, path)
+
+
+def check_keys_without_whitespace(keys: Sequence[str], source: str, where: str) -> None:
+    """Refuse empty keys and keys holding whitespace, which the whitespace-separated file of ``where``
+    (e.g. "a train list line cannot hold") would split; the error names the first and counts them."""
+    spaced = [key for key in keys if not key or any(c.isspace() for c in key)]
+    if spaced:
+        more = f" ({len(spaced)} keys in all)" if len(spaced) > 1 else ""
+        raise InputError(f"{source}: key {spaced[0]!r} is empty or holds whitespace, which {where}{more}; "
+                         "rename the files (or their folders) without spaces and embed them again")
 
 
 def kaldi_scp_path(ark_path: str | os.PathLike) -> str:
@@ -127,9 +135,7 @@ def save_embeddings_kaldi(embeddings: Dict[str, torch.Tensor], ark_path: str | o
     """
     source = f"embeddings for {os.fspath(ark_path)!r}"
     keys, matrix = _validated_matrix(embeddings.items(), source)
-    spaced = [key for key in keys if not key or any(c.isspace() for c in key)]
-    if spaced:
-        raise InputError(f"{source}: key {spaced[0]!r} holds whitespace, which a Kaldi key cannot")
+    check_keys_without_whitespace(keys, source, "a Kaldi key cannot hold")
     index = io.StringIO()
     with atomic_open(ark_path, "wb") as handle:
         kaldiio.save_ark(handle, {key: matrix[i].numpy() for i, key in enumerate(keys)}, scp=index)

@@ -6,8 +6,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
-from dataio.audio import header_problem
+from dataio.audio import audio_problem
 from dataio.embedding_store import keyed_paths
+from utils.distributed import all_gather_objects, get_rank, get_world_size, is_main_process
 from utils.errors import InputError
 from utils.progress import progress_bar
 from utils.textfile import read_text_lines
@@ -80,16 +81,25 @@ def check_listed_files(train_list: str, paths: Sequence[str], line_numbers: Sequ
 
 def check_listed_audio(train_list: str, paths: Sequence[str], line_numbers: Sequence[int],
                        threads: int = 8) -> None:
-    """Read every listed file's header (``threads`` at a time, for network disks); raise an InputError
-    naming every unreadable file at once, instead of failing when the sampler first picks one."""
+    """``--check_audio``: read every listed file in full before epoch 1 and raise an InputError naming, at once,
+    every file training cannot use (:func:`dataio.audio.audio_problem`: unreadable, empty, NaN or inf,
+    digital silence), instead of failing when the sampler first picks one, hours into the run.
+
+    NaN and silence lie in the samples, which no header shows, so this costs one read of the audio: the
+    files are read ``threads`` at a time (the reads wait on the disk, not on Python), and under torchrun each
+    process reads its share; every process then raises the same error. Collective.
+    """
+    rank, world = get_rank(), get_world_size()
+    share = list(range(rank, len(paths), world))
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        problems = list(progress_bar(pool.map(header_problem, paths), total=len(paths),
-                                     desc="Checking audio headers", unit="file"))
-    bad = [(line, path, problem) for line, path, problem in zip(line_numbers, paths, problems) if problem]
+        problems = list(progress_bar(pool.map(audio_problem, [paths[i] for i in share]), total=len(share),
+                                     desc="Checking the audio", unit="file", disable=not is_main_process()))
+    found = [(index, problem) for index, problem in zip(share, problems) if problem]
+    bad = sorted(item for part in all_gather_objects(found) for item in part)
     if bad:
-        shown = "\n".join(f"  line {line}: {path}: {problem}" for line, path, problem in bad[:20])
+        shown = "\n".join(f"  line {line_numbers[index]}: {paths[index]} {problem}" for index, problem in bad[:20])
         more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise InputError(f"{train_list}: {len(bad)} of {len(paths)} listed files cannot be read as audio "
+        raise InputError(f"{train_list}: {len(bad)} of {len(paths)} listed files cannot be trained on "
                          f"(--check_audio false skips this check):\n{shown}{more}")
 
 

@@ -18,7 +18,6 @@ import os
 import pickle
 import re
 import types
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from models.wavlm import WavLM, WavLMConfig
 from utils.atomic import atomic_torch_save
+from utils.checkpoints import CheckpointError, load_file
 from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -252,33 +252,18 @@ def torch_load(path: str, trust_checkpoint: bool) -> Any:
     ``pytorch_model.bin`` (a state dict) load safely; a file that needs more (fairseq's checkpoints, with
     their argparse ``args`` or their task's dictionaries) could run code when unpickled, so it is refused
     unless ``trust_checkpoint``. Unpickled in full, objects of modules that are not installed (fairseq's)
-    become inert stand-ins: fairseq is not needed.
+    become inert stand-ins: fairseq is not needed. Memory-mapped where the format allows (zip archives):
+    tensors are read from disk only when used.
     """
-    def not_a_checkpoint(error: BaseException) -> CheckpointFormatError:
-        return CheckpointFormatError(
-            f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {str(error)[:200]}); expected "
-            f"the authors' .pt file (Microsoft's WavLM, fairseq's HuBERT or wav2vec 2.0) or a Hugging Face folder")
-
     if trust_checkpoint:
         logger.warning("%s: unpickled in full (--trust_checkpoint): only do this for files you trust", path)
     try:
-        # Memory-mapped where the format allows (zip archives): tensors are read from disk only when used.
-        if trust_checkpoint:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=zipfile.is_zipfile(path),
-                              pickle_module=_TOLERANT_PICKLE)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        # a checkpoint (zip, or the legacy format naming a class it holds), not some other file's bytes
-        refused = zipfile.is_zipfile(path) or "Unsupported global" in str(error)
-        if "Weights only load failed" in str(error) and refused:
-            raise CheckpointFormatError(
-                f"{path}: holds objects other than tensors and plain containers, so safe loading refuses it "
-                "(unpickling it in full could run code). Microsoft's WavLM and Hugging Face's files load safely, "
-                "fairseq's HuBERT and wav2vec 2.0 files do not; if you trust this file, pass --trust_checkpoint true"
-            ) from None
-        raise not_a_checkpoint(error) from None
-    except Exception as error:  # torch.load raises many types on foreign files
-        raise not_a_checkpoint(error) from None
+        return load_file(path, "pre-trained checkpoint", weights_only=not trust_checkpoint, mmap=True,
+                         refused_hint=". Microsoft's WavLM and Hugging Face's files load safely, fairseq's HuBERT and "
+                                      "wav2vec 2.0 files do not; if you trust this file, pass --trust_checkpoint true",
+                         pickle_module=_TOLERANT_PICKLE)
+    except CheckpointError as error:
+        raise CheckpointFormatError(str(error)) from None
 
 
 def _read_huggingface_cfg(folder: str, backbone: BackboneFormat) -> WavLMConfig:

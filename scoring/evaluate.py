@@ -30,16 +30,17 @@ from scoring import plots
 from scoring.embedding import embed_across_processes
 from scoring.scoring import SECOND_P_TARGET, EvalResult, TrialScores, measure, score_trials, write_scores
 from utils import checkpoints
-from utils.atomic import atomic_append_line, atomic_torch_save, check_writable
+from utils.atomic import atomic_append_line, atomic_torch_save, check_distinct, check_writable
 from utils.distributed import barrier, is_main_process
 from utils.errors import InputError
+from utils.options import check_at_least
 from utils.records import write_json
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "eval_results.txt"
-COUNTS = (("num_checkpoints", 1), ("eval_batch_size", 1), ("num_eval", 1), ("eval_frames", 0),
-          ("max_eval_samples", 0), ("average_checkpoints", 0))
+COUNTS = {"num_checkpoints": 1, "eval_batch_size": 1, "num_eval": 1, "eval_frames": 0, "max_eval_samples": 0,
+          "average_checkpoints": 0, "nDataLoaderThread": 0, "threads": 0}
 """Options that must be at least this, checked before anything is read."""
 
 EncoderFor = Callable[[str], nn.Module]
@@ -50,9 +51,7 @@ def stem(path: str) -> str:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    for name, lowest in COUNTS:
-        if getattr(args, name) < lowest:
-            raise InputError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+    check_at_least(args, COUNTS)
 
 
 def select_checkpoints(args: argparse.Namespace) -> List[Tuple[str, str]]:
@@ -82,6 +81,18 @@ def select_checkpoints(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return [(stem(path), path) for _, path in reversed(found[-args.num_checkpoints:])]
 
 
+def read_inputs(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """``(option, path)`` of every file the checkpoint choice and the model building may read, for
+    :func:`utils.atomic.check_distinct`: the config, the pre-trained model, and ``--initial_model`` or else
+    every checkpoint of save_path/model."""
+    files = [("--config", args.config), ("--pretrained_model_path", getattr(args, "pretrained_model_path", None))]
+    if args.initial_model:
+        return [*files, ("--initial_model", args.initial_model)]
+    model_dir = os.path.join(args.save_path, "model")
+    return [*files, *((f"checkpoint {epoch} of --save_path", path)
+                      for epoch, path in checkpoints.list_checkpoints(model_dir))]
+
+
 def load_cohort(args: argparse.Namespace) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """(cohort for AS-norm or None, mean embedding to subtract or None), both from --cohort_embeddings."""
     if args.score_norm == "none" and not args.subtract_mean:
@@ -104,6 +115,13 @@ def score_norm_description(args: argparse.Namespace) -> str:
     if args.score_norm == "asnorm":
         parts.append(f"AS-norm top {args.asnorm_top_k} of {args.cohort_embeddings}")
     return ", ".join(parts) or "none"
+
+
+def plot_title(save_path: str, checkpoint: str, list_name: str, model_kind: str = "") -> str:
+    """``RUN: CHECKPOINT (KIND) on LIST``, RUN being save_path's last folder (``round1``, ``lmft``, ...): the
+    checkpoint's name alone is the same in every round of run_rounds.py."""
+    run = os.path.basename(os.path.normpath(os.path.abspath(save_path)))
+    return f"{run}: {checkpoint}{f' ({model_kind})' if model_kind else ''} on {list_name}"
 
 
 def evaluate(args: argparse.Namespace, device: torch.device, encoder_for: EncoderFor, model_kind: str = "") -> None:
@@ -149,8 +167,7 @@ def report_scores(args: argparse.Namespace, result_dir: str, name: str, source: 
     write_scores(os.path.join(result_dir, f"scores_{tag}.txt"), scores.fused, trials, args.score_format)
     det_plot = None
     if trials.labels is not None and args.plots:
-        run = os.path.basename(os.path.dirname(os.path.abspath(result_dir)))
-        title = f"{run}: {name}{f' ({model_kind})' if model_kind else ''} on {stem(trials.path)}"
+        title = plot_title(os.path.dirname(os.path.abspath(result_dir)), name, stem(trials.path), model_kind)
         det_plot = plots.plot_det(scores.fused, trials.labels, os.path.join(result_dir, f"det_{tag}.png"), title,
                                   p_targets=tuple(result.min_dcf))
         plots.plot_score_histograms(scores.fused, trials.labels, os.path.join(result_dir, f"hist_{tag}.png"), title)
@@ -172,6 +189,8 @@ def generate_embeddings(args: argparse.Namespace, device: torch.device, encoder_
     """
     if not args.embeddings_path:
         raise InputError("--generate_embeddings needs --embeddings_path (the output file)")
+    check_distinct([("--embeddings_path", args.embeddings_path)], [("--train_list", args.train_list),
+                                                                   *read_inputs(args)])
     check_writable(args.embeddings_path, "--embeddings_path")
     paths, keys = listed_files(args.train_list, args.train_path)
     _, weights = select_checkpoints(args)[0]

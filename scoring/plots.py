@@ -47,14 +47,25 @@ def _operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) -
     return float(np.mean(~rejected[~targets])), float(np.mean(rejected[targets]))
 
 
-def plot_det(
+EDGE_MARGIN = 0.25
+"""Room (in normal deviates) between the plotted rates and the frame: a point at a range's end, such as a
+minDCF of about 1 (reject or accept everything: 0 % or 100 % errors), is drawn whole inside the frame."""
+
+
+def _point_label(name: str, fpr: float, fnr: float, low: float, high: float) -> str:
+    """``name``, plus the true rates when the point lies outside the plotted range (drawn at its edge)."""
+    if low <= fpr <= high and low <= fnr <= high:
+        return name
+    return f"{name} at FA {100 * fpr:.3g} %, miss {100 * fnr:.3g} % (drawn at the edge)"
+
+
+def det_figure(
     scores: Sequence[float] | np.ndarray,
     labels: Sequence[int] | np.ndarray,
-    path: str | os.PathLike,
     title: str = "DET curve",
     p_targets: Sequence[float] = (0.05, 0.01),
-) -> str | None:
-    """DET curve (miss vs false-alarm rate on normal-deviate axes) with the EER and minDCF points."""
+) -> Any:
+    """The DET figure of :func:`plot_det` (a matplotlib ``Figure``), or None without matplotlib."""
     figure_class = _figure_class()
     if figure_class is None:
         return None
@@ -74,23 +85,39 @@ def plot_det(
     axes = figure.add_subplot()
     axes.plot(probit(fpr), probit(fnr), color="tab:blue", linewidth=1.5, label="DET")
     axes.plot(probit([low, high]), probit([low, high]), color="0.7", linewidth=0.8, linestyle="--")
-    axes.plot(probit(eer), probit(eer), "o", color="tab:red", label=f"EER {figures['eer']:.3f} %")
+    axes.plot(probit(eer), probit(eer), "o", color="tab:red", label=f"EER {figures['eer']:.3f} %", zorder=3)
     for (p_target, (point_fpr, point_fnr)), marker in zip(min_dcf_points.items(), "sD^v<>"):
-        axes.plot(probit(point_fpr), probit(point_fnr), marker, color="tab:green", fillstyle="none",
-                  label=f"minDCF(p={p_target:g}) {figures['min_dcf'][p_target]:.4f}")
+        name = f"minDCF(p={p_target:g}) {figures['min_dcf'][p_target]:.4f}"
+        axes.plot(probit(point_fpr), probit(point_fnr), marker, color="tab:green", fillstyle="none", markersize=9,
+                  markeredgewidth=1.6, zorder=4, clip_on=False,
+                  label=_point_label(name, point_fpr, point_fnr, low, high))
     ticks = [tick for tick in DET_TICKS_PERCENT if low <= tick / 100 <= high]
     tick_positions = probit(np.array(ticks) / 100)
     tick_labels = [f"{tick:g}" for tick in ticks]
     axes.set_xticks(tick_positions, tick_labels)
     axes.set_yticks(tick_positions, tick_labels)
-    axes.set_xlim(probit(low), probit(high))
-    axes.set_ylim(probit(low), probit(high))
+    limits = (float(probit(low)) - EDGE_MARGIN, float(probit(high)) + EDGE_MARGIN)
+    axes.set_xlim(*limits)
+    axes.set_ylim(*limits)
     axes.set_xlabel("False alarm rate (%)")
     axes.set_ylabel("Miss rate (%)")
     axes.set_title(title)
     axes.grid(True, linewidth=0.4, alpha=0.6)
-    axes.legend(loc="upper right", fontsize=8)
-    return _save_png(figure, path)
+    # Below the frame: inside it, the legend would hide whichever corner holds a minDCF point.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=7, frameon=False)
+    return figure
+
+
+def plot_det(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    path: str | os.PathLike,
+    title: str = "DET curve",
+    p_targets: Sequence[float] = (0.05, 0.01),
+) -> str | None:
+    """DET curve (miss vs false-alarm rate on normal-deviate axes) with the EER and minDCF points."""
+    figure = det_figure(scores, labels, title, p_targets)
+    return None if figure is None else _save_png(figure, path)
 
 
 def plot_score_histograms(

@@ -24,7 +24,7 @@ import torchaudio
 from dataio.audio import SAMPLE_RATE, pad_short_file, read_audio
 from dataio.embedding_store import embedding_key, save_embeddings
 from dataio.lists import checked_train_list
-from utils.atomic import check_writable
+from utils.atomic import check_distinct, check_writable
 from utils.cli import error_status
 from utils.errors import InputError
 from utils.progress import progress_bar
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_bootstrap_embeddings(args: argparse.Namespace) -> None:
     """Embed every file of ``args.train_list`` and write the embeddings file."""
+    check_distinct([("--embeddings_path", args.embeddings_path)], [("--train_list", args.train_list)])
     check_writable(args.embeddings_path, "--embeddings_path")
     _labels, relative_paths, _lines, paths = checked_train_list(args.train_list, args.train_path)
     matrix = mfcc_embeddings(paths, args.n_mfcc, args.n_mels, args.vad_db)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from utils.atomic import atomic_torch_save, check_writable
+from utils.atomic import atomic_torch_save, check_distinct, check_writable
 from utils.checkpoints import average_state_dicts, newest_checkpoint_paths
 from utils.cli import run_cli
 
@@ -26,8 +26,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.checkpoints) == bool(args.model_dir):
         parser.error("give either checkpoint files or --model_dir, not both or neither")
-    check_writable(args.output, "output")
     paths = list(args.checkpoints) or newest_checkpoint_paths(args.model_dir, args.num)
+    check_distinct([("output", args.output)], [("checkpoint", path) for path in paths])
+    check_writable(args.output, "output")
     atomic_torch_save(average_state_dicts(paths), args.output)
     print(f"Averaged {len(paths)} checkpoints into {args.output}: " + ", ".join(paths))
 

@@ -44,7 +44,7 @@ from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import soundfile as sf
 
 from dataio.trials import read_trial_list
-from utils.atomic import atomic_open, atomic_path, atomic_write_text
+from utils.atomic import atomic_open, atomic_path, atomic_write_text, check_distinct, check_writable
 from utils.cli import error_status
 from utils.errors import InputError
 from utils.progress import progress_bar
@@ -510,7 +510,10 @@ def cmd_trials(args: argparse.Namespace) -> None:
     voxceleb1 = Path(args.voxceleb1)
     if not voxceleb1.is_dir():
         raise DataprepError(f"VoxCeleb1 folder {voxceleb1} not found: run the voxceleb1 step first")
-    for source in (Path(p) for p in args.list):
+    sources = [Path(p) for p in args.list]
+    check_distinct([("--out's trial list", out / "trials" / source.name) for source in sources],
+                   [("--list", source) for source in sources])
+    for source in sources:
         steps.run(f"trials.{source.name}", lambda source=source: prepare_trial_list(
             source, voxceleb1, out / "trials", args.strict))
     print(f"trial lists ready under {out / 'trials'} (use one as --test_list, with --test_path {voxceleb1})",
@@ -518,6 +521,7 @@ def cmd_trials(args: argparse.Namespace) -> None:
 
 
 def cmd_train_list(args: argparse.Namespace) -> None:
+    check_writable(args.output, "--output")
     write_train_list(Path(args.root), Path(args.output))
 
 

@@ -12,6 +12,7 @@ last three path parts, dataio/embedding_store.py); ``--format kaldi`` a Kaldi ar
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
@@ -20,13 +21,13 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from dataio.embedding_store import keyed_paths, save_embeddings, save_embeddings_kaldi
+from dataio.embedding_store import kaldi_scp_path, keyed_paths, save_embeddings, save_embeddings_kaldi
 from scoring.speaker_model import SpeakerModel
-from utils.atomic import check_writable
+from utils.atomic import check_distinct, check_writable
 from utils.cli import run_cli
-from utils.device import resolve_device
+from utils.device import resolve_device, set_torch_threads
 from utils.errors import InputError
-from utils.options import IO, OPTIONS_BY_NAME, RUN, Option, optional_str, parse_options
+from utils.options import IO, OPTIONS_BY_NAME, RUN, Option, check_at_least, optional_str, parse_options
 from utils.textfile import read_text_lines
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -36,7 +37,15 @@ RUN_OPTIONS = [  # shared with scripts/verify.py
     dataclasses.replace(OPTIONS_BY_NAME["device"], group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["eval_batch_size"], help="files embedded per forward pass", group=RUN),
     dataclasses.replace(OPTIONS_BY_NAME["nDataLoaderThread"], default=2, group=RUN),
+    OPTIONS_BY_NAME["threads"],
 ]
+RUN_COUNTS = {"eval_batch_size": 1, "nDataLoaderThread": 0, "threads": 0}
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Check the run options (shared with scripts/verify.py) and set torch's threads for them."""
+    check_at_least(args, RUN_COUNTS)
+    set_torch_threads(args.threads, args.nDataLoaderThread)
 EMBED_OPTIONS = [
     Option("model", str, None, "speaker model file (scripts/export_model.py)", IO, positional=True),
     Option("inputs", str, None, "audio files, folders of audio files, or lists of files (.txt, .lst)", IO,
@@ -84,10 +93,19 @@ def audio_paths(inputs: Sequence[str], root: str) -> List[str]:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
     args = parse_options("Embed audio files with a speaker model file.", argv, EMBED_OPTIONS, accepted=())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    start_run(args)
     if not args.output:
         raise InputError("--output is required (embeddings.pt, or an .ark file with --format kaldi)")
-    check_writable(args.output, "--output")
-    keyed = keyed_paths(audio_paths(args.inputs, args.root))
+    outputs = [("--output", args.output)]
+    if args.format == "kaldi":
+        outputs.append(("--output's index", kaldi_scp_path(args.output)))
+    check_distinct(outputs, [("model", args.model), ("--config", args.config),
+                             *(("an input", item) for item in args.inputs)])
+    for name, path in outputs:
+        check_writable(path, name)
+    paths = audio_paths(args.inputs, args.root)
+    check_distinct(outputs, [("an input", path) for path in paths])  # the files of the folders and lists
+    keyed = keyed_paths(paths)
     model = SpeakerModel.load(args.model, resolve_device(args.device))
     vectors = model.embed_files(list(keyed.values()), args.eval_batch_size, args.nDataLoaderThread)
     embeddings = {key: vectors[i:i + 1].float() for i, key in enumerate(keyed)}

@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Tuple
 from dataio.audio import SAMPLE_RATE
 from models.encoder import SpeakerEncoder
 from models.export import export_onnx, export_torchscript
-from scoring.evaluate import select_checkpoints
+from scoring.evaluate import check_counts, read_inputs, select_checkpoints
 from scoring.speaker_model import (
     EvalProtocol,
     encoder_from_checkpoint,
@@ -33,7 +33,7 @@ from scoring.speaker_model import (
     load_speaker_model,
     save_speaker_model,
 )
-from utils.atomic import check_writable
+from utils.atomic import check_distinct, check_writable
 from utils.cli import run_cli
 from utils.errors import InputError
 from utils.options import (
@@ -93,9 +93,12 @@ def threshold_from(args: argparse.Namespace, checkpoint: str) -> Tuple[Optional[
 
 def export(args: argparse.Namespace) -> SpeakerEncoder:
     """Write what the options ask for; returns the exported encoder."""
+    check_counts(args)  # --average_checkpoints, --num_eval, ... as the evaluator checks them
     outputs = [(name, getattr(args, name)) for name in ("output", "onnx", "torchscript") if getattr(args, name)]
     if not outputs:
         raise InputError("nothing to write: give --output (the speaker model file), --onnx or --torchscript")
+    check_distinct([(f"--{name}", path) for name, path in outputs],
+                   [*read_inputs(args), ("--eval_json", args.eval_json)])
     for name, path in outputs:
         check_writable(path, f"--{name}")
     _, checkpoint = select_checkpoints(args)[0]  # --initial_model, the average of the newest, or the newest

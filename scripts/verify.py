@@ -23,8 +23,8 @@ from dataio.trials import TrialList, check_trial_files, read_trial_list
 from scoring.metrics import compute_eer_mindcf
 from scoring.scoring import write_scores
 from scoring.speaker_model import SpeakerModel
-from scripts.embed import RUN_OPTIONS
-from utils.atomic import check_writable
+from scripts.embed import RUN_OPTIONS, start_run
+from utils.atomic import check_distinct, check_writable
 from utils.cli import run_cli
 from utils.device import resolve_device
 from utils.errors import InputError
@@ -80,6 +80,7 @@ def verify_trials(model: SpeakerModel, args: argparse.Namespace, threshold: Opti
 
 def main(argv: Optional[Sequence[str]] = None) -> np.ndarray:
     args = parse_options("Score verification trials with a speaker model file.", argv, VERIFY_OPTIONS, accepted=())
+    start_run(args)
     files = args.files or []
     if bool(args.trials) == bool(files) or (files and len(files) != 2):
         raise InputError("give two audio files, or --trials LIST (not both)")
@@ -89,6 +90,8 @@ def main(argv: Optional[Sequence[str]] = None) -> np.ndarray:
         if not os.path.isfile(path):
             raise InputError(f"audio file {path} does not exist")
     if args.scores:
+        check_distinct([("--scores", args.scores)],
+                       [("model", args.model), ("--trials", args.trials), ("--config", args.config)])
         check_writable(args.scores, "--scores")
     model = SpeakerModel.load(args.model, resolve_device(args.device))
     threshold = model.threshold if args.threshold is None else args.threshold

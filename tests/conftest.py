@@ -33,6 +33,15 @@ class TinyCorpus:
     entries: List[Tuple[str, str]]
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """The commands set torch's threads for their process (utils.device.set_torch_threads): one run in-process
+    must not change them for the tests after it (results compared across tests depend on them)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_wavlm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random 2-layer WavLM checkpoint (``TINY_WAVLM_CFG``) in Microsoft's ``{'cfg', 'model'}`` format."""

@@ -53,9 +53,9 @@ def test_a_fairseq_file_and_a_hugging_face_folder_are_fetched_by_name_and_loaded
         assert len(server.requests) == 4, "the second use must read the cache, not the network"
     finally:
         server.close()
-    assert cache_files(cache) == sorted(["hubert-tiny/hubert_tiny.pt", "facebook/wav2vec2-tiny/config.json",
-                                         "facebook/wav2vec2-tiny/preprocessor_config.json",
-                                         "facebook/wav2vec2-tiny/pytorch_model.bin"])
+    downloaded = ["hubert-tiny/hubert_tiny.pt", "facebook/wav2vec2-tiny/config.json",
+                  "facebook/wav2vec2-tiny/preprocessor_config.json", "facebook/wav2vec2-tiny/pytorch_model.bin"]
+    assert cache_files(cache) == sorted(downloaded + [f"{name}.sha256.json" for name in downloaded])  # + digests
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     assert torch.equal(wav2vec2.model.encoder.layers[1].fc2.weight,
                        state["wav2vec2.encoder.layers.1.feed_forward.output_dense.weight"])

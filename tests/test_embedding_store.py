@@ -71,7 +71,7 @@ def test_missing_and_unreadable_files_are_errors_naming_the_file(tmp_path):
         load_embeddings(tmp_path)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="garbage.pt.*not a readable torch.save file"):
+    with pytest.raises(ValueError, match="garbage.pt.*is unreadable: empty, truncated or not a PyTorch file"):
         load_embeddings(garbage)
 
 

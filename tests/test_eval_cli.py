@@ -1,5 +1,6 @@
 """trainSpeakerNet_Eval.py end to end on generated speakers, a tiny random WavLM and random MHFA checkpoints."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from dataio.embedding_store import load_embeddings
 from dataio.trials import TrialListError
 from demo.corpus import write_trials
 from models.wavlm_checkpoint import save_random_wavlm_checkpoint
+from scoring import plots
 from SpeakerNet import SpeakerNet
 from utils import checkpoints
 from utils.errors import InputError
@@ -221,3 +223,13 @@ def test_original_layout_checkpoint_as_initial_model(setup, tmp_path, capsys):
     scores = {name: read_scores(os.path.join(result_dir(setup), f"scores_{name}_unlabelled.txt"))
               for name in ("wavlm_mhfa_dlg_lc_lmft", "model000000002")}
     assert scores["wavlm_mhfa_dlg_lc_lmft"] == scores["model000000002"]
+
+
+def test_det_plot_titles_name_the_run_and_the_checkpoint(setup, tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(plots, "plot_det", lambda scores, labels, path, title, p_targets: titles.append(title))
+    for run in ("round1", "round2"):
+        shutil.copytree(os.path.join(setup["save_path"], "model"), tmp_path / run / "model")
+        cli.main(setup["common"] + EVAL + ["--eval", "--test_list", setup["trials"], "--save_path",
+                                           str(tmp_path / run)])
+    assert titles == ["round1: model000000002 on trials", "round2: model000000002 on trials"]

@@ -217,7 +217,8 @@ def test_a_step_whose_input_changed_is_redone(tmp_path, corpus):
     summary = json.loads((base / "round1" / "pseudo_labels.summary.json").read_text())
     assert summary["dim"] == 16  # clustered the DINO embeddings (configs/dino_tiny.yaml: nOut 16), not the MFCC's 40
     assert (base / "round1" / "pseudo_labels.txt").stat().st_mtime > (base / "initial_embeddings.pt").stat().st_mtime
-    epochs = [json.loads(line) for line in (base / "round1" / "result" / "train_metrics.jsonl").read_text().splitlines()]
+    metrics = base / "round1" / "result" / "train_metrics.jsonl"
+    epochs = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [record["epoch"] for record in epochs] == [1]  # trained afresh, not resumed from the MFCC run
 
 

@@ -7,6 +7,7 @@ import shutil
 import kaldiio
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 import trainSpeakerNet_Eval
@@ -207,3 +208,18 @@ def test_average_checkpoints_exports_the_average_the_evaluator_scores(two_epoch_
         torch.testing.assert_close(value, (first["__S__." + key] + second["__S__." + key]) / 2)
         differs |= not torch.equal(value, second["__S__." + key])
     assert differs, "the export is the newest checkpoint, not the average"
+
+
+def test_verify_warns_about_digital_silence_naming_the_files(exported, tmp_path, caplog):
+    silent = [str(tmp_path / f"s/v/{name}.wav") for name in ("zeros", "quiet")]
+    os.makedirs(tmp_path / "s" / "v")
+    quiet = 10 ** (-65 / 20) * np.sin(np.arange(8000) / 5.0)
+    for path, audio in zip(silent, (np.zeros(8000), quiet)):
+        soundfile.write(path, audio.astype(np.float32), 16000, subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        verify.main([exported[0], *silent, "--nDataLoaderThread", "0"])
+    warned = [message for message in caplog.messages if "is digital silence" in message]
+    assert warned == [f"{silent[0]} is digital silence: every sample is below -60 dBFS (peak: every sample is 0); its "
+                      "embedding and scores carry no speaker information",
+                      f"{silent[1]} is digital silence: every sample is below -60 dBFS (peak: -65.0 dBFS); its "
+                      "embedding and scores carry no speaker information"]

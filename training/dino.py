@@ -44,7 +44,7 @@ from training.run import EpochTrainer, Method, StepResult
 from utils.device import bf16_autocast
 from utils.distributed import all_processes, average_buffers_, get_rank, get_world_size
 from utils.errors import InputError, TrainingDiverged
-from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, str2bool
+from utils.options import DATA, MODEL, OPTIM, OPTIONS_BY_NAME, Option, check_at_least, str2bool
 
 logger = logging.getLogger("trainDINO")
 
@@ -80,6 +80,7 @@ DINO_OPTIONS: List[Option] = [
             "local views)"),
     _shared("nDataLoaderThread"),
     _shared("augment", help="MUSAN / RIR augmentation of every crop, drawn for each crop on its own"),
+    _shared("check_audio"),
     _shared("sixth_augmentation"),
     _shared("seed"),
     Option("global_frames", int, 400, "global crops in 10 ms frames (400: 4 s)", DATA),
@@ -132,6 +133,7 @@ DINO_OPTIONS: List[Option] = [
     _shared("num_eval"),
     _shared("max_eval_samples"),
     _shared("eval_batch_size"),
+    _shared("threads"),
     _shared("num_checkpoints"),
     _shared("average_checkpoints"),
     _shared("plots"),
@@ -158,13 +160,11 @@ DINO_OPTIONS: List[Option] = [
 
 def check_options(args: argparse.Namespace) -> None:
     """Option values DINO cannot train or embed with: an InputError naming the option and what it must be."""
-    at_least = {"batch_size": 1, "max_epoch": 1, "test_interval": 1, "global_frames": 1, "local_frames": 1,
-                "local_crops": 0, "warmup_epochs": 0, "teacher_temp_warmup_epochs": 0, "freeze_last_layer": 0,
-                "n_prototypes": 2, "head_hidden_dim": 1, "head_bottleneck_dim": 1, "nOut": 1, "n_mels": 1,
-                "channels": RES2NET_SCALE, "lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0, "clip_grad": 0.0}
-    for name, lowest in at_least.items():
-        if getattr(args, name) < lowest:
-            raise InputError(f"--{name} must be at least {lowest}, got {getattr(args, name)}")
+    check_at_least(args, {"batch_size": 1, "max_epoch": 1, "test_interval": 1, "global_frames": 1,
+                          "local_frames": 1, "local_crops": 0, "warmup_epochs": 0, "teacher_temp_warmup_epochs": 0,
+                          "freeze_last_layer": 0, "n_prototypes": 2, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
+                          "nOut": 1, "n_mels": 1, "channels": RES2NET_SCALE, "lr": 0.0, "min_lr": 0.0,
+                          "weight_decay": 0.0, "clip_grad": 0.0, "nDataLoaderThread": 0})
     for name in ("student_temp", "teacher_temp", "teacher_temp_warmup"):
         if getattr(args, name) <= 0:
             raise InputError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -388,6 +388,7 @@ class DINOTraining(Method):
         a batch on every process.
         """
         dataset = MultiCropDataset(**vars(self.args))
+        self.check_audio(dataset)
         sampler = DistributedSampler(dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=True,
                                      seed=self.args.seed, drop_last=True)
         return self.loader(dataset, sampler), sampler

@@ -4,13 +4,14 @@ A :class:`Method` says what is trained (the speaker network of trainSpeakerNet.p
 the DINO model of trainDINO.py, training/dino.py): its data, its network and the :class:`EpochTrainer` that
 takes a step. :func:`train` does the rest, the same for both:
 
-1. folders under ``save_path`` (``model/``, ``result/`` and the method's own), temporaries left by a
-   killed write removed, the resolved options written to ``config.yaml``;
-2. the data loader (its inputs checked by the method);
-3. where training starts (:func:`find_start`): the newest readable checkpoint in ``save_path/model``
+1. the data loader (its inputs checked by the method);
+2. where training starts (:func:`find_start`): the newest readable checkpoint in ``save_path/model``
    with its resume state, else ``--initial_model`` (weights only, from epoch 1: how LMFT starts from a
    round's model), else the method's initial network. (The original let ``--initial_model`` win, so
    re-running an interrupted LMFT command restarted it from scratch.);
+3. the network, with those weights; only then, inputs checked, folders under ``save_path`` (``model/``,
+   ``result/`` and the method's own), temporaries left by a killed write removed, the resolved options
+   written to ``config.yaml``;
 4. the network on the device, its replicated part wrapped in DistributedDataParallel under ``--distributed``;
 5. the trainer's state restored (optimiser, schedules, hook states, every process's random states);
 6. the epochs: each step through the trainer; a step whose loss or gradient is not finite is skipped and
@@ -37,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dataio.datasets import worker_init_fn
+from dataio.lists import check_listed_audio
 from utils import checkpoints
 from utils.atomic import remove_stale_temporaries
 from utils.distributed import (
@@ -132,6 +134,12 @@ class Method(ABC):
     @abstractmethod
     def data(self) -> Tuple[Any, EpochSampler]:
         """The data loader of one process (its inputs checked) and its sampler."""
+
+    def check_audio(self, dataset: Any) -> None:
+        """``--check_audio``: every file of ``dataset`` (its ``data_list``, from the lines ``line_numbers`` of
+        ``--train_list``) read before epoch 1; the files training cannot use are named at once. Collective."""
+        if self.args.check_audio:
+            check_listed_audio(self.args.train_list, dataset.data_list, dataset.line_numbers)
 
     def loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
         """The DataLoader of ``batch_size`` items per step over ``sampler``'s share of ``dataset``.
@@ -286,11 +294,10 @@ def run_epoch(trainer: EpochTrainer, loader: Iterable, epoch: int, verbose: bool
     return record
 
 
-def train(method: Method) -> nn.Module:
-    """Run the epochs the options ask for; return the trained network (on the method's device)."""
-    args, device = method.args, method.device
-    model_dir = os.path.join(args.save_path, "model")
-    result_dir = os.path.join(args.save_path, "result")
+def prepare_folders(method: Method, model_dir: str, result_dir: str) -> None:
+    """Collective: the main process makes the run's folders, removes the temporaries a killed write left in
+    them and writes ``config.yaml``; the others wait."""
+    args = method.args
     if is_main_process():
         extra = [os.path.join(args.save_path, folder) for folder in method.folders]
         for folder in (args.save_path, model_dir, result_dir, *extra):
@@ -299,9 +306,15 @@ def train(method: Method) -> nn.Module:
                 logger.info("Removed %s, left by an interrupted write", path)
         save_resolved_config(args, os.path.join(args.save_path, "config.yaml"), method.options)
     barrier()
-    metrics = EpochLog(os.path.join(result_dir, METRICS_FILE),
-                       os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
 
+
+def train(method: Method) -> nn.Module:
+    """Run the epochs the options ask for; return the trained network (on the method's device)."""
+    args, device = method.args, method.device
+    model_dir = os.path.join(args.save_path, "model")
+    result_dir = os.path.join(args.save_path, "result")
+    # The inputs are checked (the data, where training starts, the network) before anything is written, so
+    # that a run refused for its inputs leaves no folder behind.
     loader, sampler = method.data()
     start_epoch, weights, state_file = find_start(model_dir, args.initial_model)
     sampler.set_epoch(start_epoch)
@@ -312,6 +325,9 @@ def train(method: Method) -> nn.Module:
     if weights is not None:
         checkpoints.load_weights(network, weights)
         logger.info("Loaded weights from %s", weights)
+    prepare_folders(method, model_dir, result_dir)
+    metrics = EpochLog(os.path.join(result_dir, METRICS_FILE),
+                       os.path.join(args.save_path, "tensorboard") if args.tensorboard and is_main_process() else None)
     network.to(device)
     replicated = method.replicated(network)
     wrapped = replicate(replicated, device) if args.distributed else replicated

@@ -9,6 +9,7 @@ the original's line to ``save_path/result/scores.txt``.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -21,7 +22,6 @@ from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader
 
 from dataio.datasets import prepare_batch, train_dataset_loader
-from dataio.lists import check_listed_audio
 from dataio.sampler import train_dataset_sampler
 from training.run import EpochTrainer, Method, StepResult
 from training.speaker_net import SpeakerNet, parameter_groups
@@ -37,7 +37,7 @@ from utils.distributed import (
     unwrap,
 )
 from utils.errors import InputError
-from utils.options import OPTIONS
+from utils.options import OPTIONS, check_at_least
 from utils.textfile import read_text_lines
 
 logger = logging.getLogger("trainSpeakerNet")
@@ -195,8 +195,23 @@ class ModelTrainer(EpochTrainer):
                 f"LR {record['lr']:g}")
 
 
+TRAIN_COUNTS = {"max_epoch": 1, "test_interval": 1, "batch_size": 1, "max_frames": 1, "max_seg_per_spk": 1,
+                "nPerSpeaker": 1, "nClasses": 2, "nDataLoaderThread": 0, "max_nonfinite_steps": 1}
+"""Options of trainSpeakerNet.py that must be at least this, checked before anything is read."""
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Option values the speaker network cannot train with: an InputError naming the option."""
+    check_at_least(args, TRAIN_COUNTS)
+
+
 def check_labels(dataset: train_dataset_loader, n_classes: int, train_list: str) -> None:
-    """More distinct labels than AAM rows is an error; fewer leaves rows unused (logged)."""
+    """Fewer than 2 distinct labels or more than AAM rows is an error; fewer labels than rows leaves rows unused
+    (logged)."""
+    if dataset.num_labels < 2:
+        raise InputError(f"{train_list}: every line has the label {dataset.label_names[0]!r}; training needs at "
+                         "least 2 classes (with one, every prediction is right: accuracy 100 %, loss 0, and "
+                         "nothing is learnt)")
     if dataset.num_labels > n_classes:
         raise InputError(f"{train_list}: {dataset.num_labels} distinct labels but nClasses is {n_classes}; "
                          f"set --nClasses {dataset.num_labels} (or more)")
@@ -217,16 +232,7 @@ class SpeakerTraining(Method):
         args = self.args
         dataset = train_dataset_loader(**vars(args))
         check_labels(dataset, args.nClasses, args.train_list)
-        if args.check_audio:  # on rank 0 only; every process then stops with its message
-            problem = None
-            if is_main_process():
-                try:
-                    check_listed_audio(args.train_list, dataset.data_list, dataset.line_numbers)
-                except InputError as error:
-                    problem = str(error)
-            problem = broadcast_object(problem)
-            if problem is not None:
-                raise InputError(problem)
+        self.check_audio(dataset)
         sampler = train_dataset_sampler(dataset, **vars(args))
         return self.loader(dataset, sampler), sampler
 

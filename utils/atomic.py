@@ -12,7 +12,7 @@ import errno
 import os
 import re
 import tempfile
-from typing import IO, Any, Iterator, List, Optional
+from typing import IO, Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,22 +24,66 @@ TEMPORARY_SUFFIX = ".tmp"
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """Fail now, not after hours of work, when ``path`` (a file to be written) cannot be written.
 
-    Creates the missing folders and a temporary file beside ``path`` (then removes it); raises an
-    InputError naming ``what`` and the path otherwise.
+    Writes a temporary file beside ``path`` and removes it, and the folders it had to make for it (a run
+    that fails later leaves no empty folders behind; the writers make them when they write). Raises an
+    InputError naming ``what`` and the path when ``path`` is a folder or cannot be written.
     """
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    shown = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"cannot write {what} {shown}: it is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(shown))
+    missing = []
     existing = folder
     while not os.path.exists(existing):
+        missing.append(existing)
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise InputError(f"cannot write {what} {os.fspath(path)}: {existing} is a file, not a folder")
+        raise InputError(f"cannot write {what} {shown}: {existing} is a file, not a folder")
+    made: List[str] = []
     try:
-        os.makedirs(folder, exist_ok=True)
+        for missing_folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process of the group made it first
+                os.mkdir(missing_folder)
+                made.append(missing_folder)
         fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_SUFFIX, dir=folder)
         os.close(fd)
         os.remove(probe)
     except OSError as error:
-        raise InputError(f"cannot write {what} {os.fspath(path)}: {error.strerror or error}") from None
+        raise InputError(f"cannot write {what} {shown}: {error.strerror or error}") from None
+    finally:
+        for made_folder in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: something else writes there now
+                os.rmdir(made_folder)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: the same path after links, or a hard link of it."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_distinct(outputs: Sequence[Tuple[str, Optional[str | os.PathLike]]],
+                   inputs: Sequence[Tuple[str, Optional[str | os.PathLike]]] = ()) -> None:
+    """Refuse an output that names an input or another output: writing it would destroy the other file.
+
+    ``outputs`` and ``inputs`` are ``(option, path)`` pairs (a path of None is not given). Call it before any
+    work, with every file the command reads and writes; the error names both options and the path.
+    """
+    given_outputs = [(name, os.fspath(path)) for name, path in outputs if path]
+    given_inputs = [(name, os.fspath(path)) for name, path in inputs if path]
+    for index, (output, path) in enumerate(given_outputs):
+        for other, other_path in given_inputs:
+            if _same_file(path, other_path):
+                raise InputError(f"{output} {path} is the file {other} names: writing it would destroy that "
+                                 "input; give another output file")
+        for other, other_path in given_outputs[:index]:
+            if _same_file(path, other_path):
+                raise InputError(f"{output} {path} is the file {other} names: one output would overwrite the "
+                                 "other; give two different files")
 
 
 _TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX) + "$")

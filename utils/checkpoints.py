@@ -65,22 +65,44 @@ def newest_checkpoint(model_dir: str) -> Optional[Tuple[int, str]]:
     return found[-1] if found else None
 
 
-def load_file(path: str, what: str = "checkpoint") -> Any:
-    """``torch.load`` of ``path`` on the CPU with safe (weights-only) unpickling.
+_WEIGHTS_ONLY_DETAIL = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
+_REFUSED_GLOBAL = re.compile(r"^Unsupported global: GLOBAL (\S+)")
 
-    A missing, empty, truncated or foreign file raises a CheckpointError naming ``what`` and the file.
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone when there is no message)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def load_file(path: str, what: str = "checkpoint", weights_only: bool = True, mmap: bool = False,
+              refused_hint: str = "", pickle_module: Optional[Any] = None) -> Any:
+    """``torch.load`` of ``path`` on the CPU, with safe (weights-only) unpickling unless ``weights_only`` is off.
+
+    A missing, empty, truncated or foreign file, and one that safe unpickling refuses, raise a CheckpointError
+    of one line naming ``what`` and the file (``refused_hint`` is added to the refusal); PyTorch's own
+    several-line advice is left out. ``mmap`` maps a zip-format file instead of reading it; ``pickle_module``
+    replaces pickle for a full (not weights-only) load.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} {path!r} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{what} {path!r} is unreadable: empty, truncated or not a PyTorch file (it holds "
+                              "0 bytes)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        extra = {"pickle_module": pickle_module} if pickle_module is not None and not weights_only else {}
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap and zipfile.is_zipfile(path),
+                          **extra)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) and zipfile.is_zipfile(path):
-            raise CheckpointError(f"{what} {path!r} holds objects other than tensors and plain containers; "
-                                  "it is refused (loading it could run code)") from None
-        reason = str(error)
+        detail = _WEIGHTS_ONLY_DETAIL.search(str(error))
+        refused = _REFUSED_GLOBAL.match(detail.group(1)) if detail else None
+        if refused:
+            raise CheckpointError(f"{what} {path!r} holds objects other than tensors and plain containers (such as "
+                                  f"{refused.group(1)}), so safe loading refuses it (unpickling it could run code)"
+                                  f"{refused_hint}") from None
+        reason = detail.group(1) if detail else _first_line(error)
     except Exception as error:  # torch.load raises many types for an empty, truncated or foreign file
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        reason = _first_line(error)
     raise CheckpointError(f"{what} {path!r} is unreadable: empty, truncated or not a PyTorch file ({reason})")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator
 
@@ -11,6 +12,8 @@ import torch
 
 from utils.distributed import cleanup, get_rank, init_distributed, is_main_process, local_rank
 from utils.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 
 def bf16_autocast_supported(device: torch.device) -> bool:
@@ -42,6 +45,34 @@ def resolve_device(name: str, distributed: bool = False) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank() if distributed else torch.cuda.current_device())
     return device
+
+
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a cluster job's share), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_torch_threads(threads: int, workers: int) -> int:
+    """Set torch's CPU threads for a run with ``workers`` DataLoader worker processes; returns the count.
+
+    ``threads`` > 0 is used as given; 0 means $OMP_NUM_THREADS when set (run_rounds.py sets it), else the
+    cores the workers leave, at least 1. Torch's own default, a thread per core, puts the model's threads on
+    the cores where the workers decode audio: its threads wait for one another at every operation, and on a
+    busy machine a run was 6x slower (docs/speed.md).
+    """
+    if threads == 0:
+        from_environment = os.environ.get(THREADS_ENV, "").strip()
+        threads = int(from_environment) if from_environment.isdigit() and int(from_environment) > 0 else \
+            max(1, available_cores() - workers)
+    torch.set_num_threads(threads)
+    logger.info("%d torch thread(s) beside %d DataLoader worker(s) on %d core(s)", threads, workers, available_cores())
+    return threads
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -90,7 +90,8 @@ OPTIONS: List[Option] = [
     _o("nDataLoaderThread", integer, 10, "DataLoader worker processes", DATA),
     _o("augment", str2bool, True, "MUSAN / RIR augmentation of the training crops", DATA, **T),
     _o("check_audio", str2bool, True,
-       "read every listed file's header before epoch 1 and name all unreadable ones at once", DATA, **T),
+       "read every listed file before epoch 1 and name at once all that cannot be trained on: unreadable, empty, "
+       "NaN or inf, or digital silence (every sample below -60 dBFS)", DATA, **T),
     _o("augment_on_device", str2bool, False,
        "apply reverberation and noise in batch on the training device instead of in the workers", DATA, **T),
     _o("sixth_augmentation", str, "faithful",
@@ -151,6 +152,8 @@ OPTIONS: List[Option] = [
     _o("max_eval_samples", integer, 700000, "cap on the whole-file embedding's length in samples; 0 = no cap",
        EVAL, **E),
     _o("eval_batch_size", integer, 16, "files embedded per forward pass during evaluation", EVAL, **E),
+    _o("threads", integer, 0, "torch CPU threads while embedding; 0 = $OMP_NUM_THREADS, else the cores the "
+       "nDataLoaderThread workers leave (at least 1)", EVAL, **E),
     _o("num_checkpoints", integer, 1, "--eval: evaluate the newest N checkpoints in save_path/model", EVAL, **E),
     _o("average_checkpoints", integer, 0, "--eval: average the weights of the newest N checkpoints first", EVAL,
        **E),
@@ -342,6 +345,13 @@ def parse_options(description: str, argv: Optional[Sequence[str]] = None, option
             reason = opt.help if opt in LEGACY_OPTIONS else f"{parser.prog} does not use it"
             print(f"{parser.prog}: note: {where} is ignored ({reason})", file=sys.stderr, flush=True)
     return argparse.Namespace(**resolved)
+
+
+def check_at_least(args: argparse.Namespace, lowest: Mapping[str, float]) -> None:
+    """Refuse an option below its lowest usable value (``lowest``: option name -> value), naming the option."""
+    for name, low in lowest.items():
+        if getattr(args, name) < low:
+            raise InputError(f"--{name} must be at least {low}, got {getattr(args, name)}")
 
 
 def save_resolved_config(args: argparse.Namespace, path: str, options: Sequence[Option] = OPTIONS) -> None:
