@@ -148,6 +148,35 @@ def gate_keeping(net: SpeakerNet, augmented: torch.Tensor, labels: torch.Tensor,
     return float(log_ce[count - 1]) if count == len(log_ce) else float(log_ce[count - 1] + log_ce[count]) / 2
 
 
+def lc_step_profile(net: SpeakerNet, trainer: ModelTrainer, augmented: torch.Tensor, clean: torch.Tensor,
+                    labels: torch.Tensor, epoch: int, steps: int) -> Dict[str, float]:
+    """Median seconds of each part of our label-correction step, and of the whole-batch clean view it replaced."""
+    parts: Dict[str, List[float]] = {name: [] for name in ("augmented forward", "clean view, dropped rows",
+                                                           "clean view, whole batch (before)", "loss and backward",
+                                                           "AdamW")}
+    for _ in range(steps):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        embeddings = net.__S__(augmented).float()
+        parts["augmented forward"].append(time.perf_counter() - started)
+        rows = net.__L__.clean_view_rows(embeddings.detach(), labels, epoch)
+        started = time.perf_counter()
+        clean_embeddings = net.clean_view(clean, rows, embeddings.shape[1])
+        parts["clean view, dropped rows"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        net.clean_view(clean, None, embeddings.shape[1])
+        parts["clean view, whole batch (before)"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        loss, _, _ = net.__L__(embeddings, clean_embeddings, labels, epoch)
+        distance = net.weight_distance()
+        (loss / loss.detach() + net.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)).backward()
+        parts["loss and backward"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        trainer.optimizer.step()
+        parts["AdamW"].append(time.perf_counter() - started)
+    return {name: median(values) for name, values in parts.items()}
+
+
 def bench(shape: str, args: argparse.Namespace, device: torch.device, folder: str) -> None:
     """Print utterances per second of both steps, and their ratio, before and with label correction."""
     net, trainer = build(shape, args.layers, folder, device)
@@ -161,6 +190,10 @@ def bench(shape: str, args: argparse.Namespace, device: torch.device, folder: st
         phase = "before LC" if epoch < net.__L__.lc_start_epoch else "with LC"
         print(f"{shape:9s} epoch {epoch:2d} ({phase:9s})  ours {ours:8.2f} utt/s  original-like "
               f"{original_rate:8.2f} utt/s  ratio {ours / original_rate:5.2f}x", flush=True)
+    if args.profile and device.type == "cpu":
+        profile = lc_step_profile(net, trainer, augmented, clean, labels, net.__L__.lc_start_epoch, args.steps)
+        print(f"{shape:9s} label-correction step, median s: "
+              + ", ".join(f"{name} {seconds:.2f}" for name, seconds in profile.items()), flush=True)
 
 
 def main() -> None:
@@ -175,6 +208,9 @@ def main() -> None:
                         help="fraction of the batch the loss gate keeps (its threshold is set to keep it at the "
                              "start): ours embeds the clean view of the other rows only, the original of every row")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each part of our label-correction step (CPU), and the whole-batch clean "
+                             "view it no longer runs")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads > 0:
