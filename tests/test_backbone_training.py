@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import trainSpeakerNet
-import trainSpeakerNet_Eval
 from demo.corpus import write_trials
 from models import pretrained
 from models.export import export_onnx, export_torchscript
 from models.mhfa_encoder import MHFAEncoder
 from scoring.speaker_model import load_speaker_model
-from scripts import export_model, verify
 from tests.conftest import REPO_ROOT, TINY_CONFIG
 from tests.helpers_backbones import random_huggingface_model, write_backbone
+from tests.helpers_encoders import train_evaluate_export_verify
 from training.speaker_net import parameter_groups
 from utils.options import load_yaml_config
 
@@ -52,34 +50,20 @@ def _check_recipe_parts(net, pretrained) -> None:
 def test_tiny_backbone_trains_exports_and_verifies(tiny_corpus, tmp_path, family, file_format, large):
     pretrained = write_backbone(random_huggingface_model(family, large), family, tmp_path, file_format,
                                 normalize=large)
-    save_path = str(tmp_path / "exp")
     common = ["--config", TINY_CONFIG, "--model", f"{family}_mhfa", "--pretrained_model_path", str(pretrained),
               "--trust_checkpoint", str(file_format.startswith("fairseq")), "--train_list", tiny_corpus.train_list,
-              "--train_path", tiny_corpus.train_path, "--save_path", save_path]
-    net = trainSpeakerNet.main([*common, "--musan_path", tiny_corpus.musan_path, "--rir_path", tiny_corpus.rir_path,
-                                "--max_epoch", "1"])
-    assert type(net.__S__).__name__ == {"hubert": "HuBERTMHFA", "wav2vec2": "Wav2Vec2MHFA"}[family]
-    assert net.__S__.padding_is_exact is large
-    _check_recipe_parts(net, net.__S__.reference_weights())
-
-    trial_list = _trials(tiny_corpus, str(tmp_path / "trials.txt"))
-    trainSpeakerNet_Eval.main([*common, *EVAL, "--eval", "--test_list", trial_list,
-                               "--test_path", tiny_corpus.train_path])
-    with open(os.path.join(save_path, "result", "scores_model000000001_trials.txt")) as handle:
-        evaluated = np.array([float(line.split()[0]) for line in handle])
-
-    speaker = str(tmp_path / "speaker.pt")
-    export_model.main([*common, *EVAL, "--output", speaker])
-    content = torch.load(speaker, weights_only=True)
+              "--train_path", tiny_corpus.train_path, "--save_path", str(tmp_path / "exp")]
+    run = train_evaluate_export_verify(common, EVAL, tiny_corpus, str(tmp_path), 1)
+    assert type(run.net.__S__).__name__ == {"hubert": "HuBERTMHFA", "wav2vec2": "Wav2Vec2MHFA"}[family]
+    assert run.net.__S__.padding_is_exact is large
+    _check_recipe_parts(run.net, run.net.__S__.reference_weights())
+    content = torch.load(run.speaker, weights_only=True)
     assert content["encoder"] == f"{family}_mhfa"
     assert content["encoder_config"]["backbone_cfg"]["relative_position_embedding"] is False
-    scores = verify.main([speaker, "--trials", trial_list, "--test_path", tiny_corpus.train_path,
-                          "--scores", str(tmp_path / "s.txt"), "--eval_batch_size", "4", "--nDataLoaderThread", "0"])
-    largest = np.abs(scores - evaluated).max()
-    print(f"\n[{family} + MHFA] {len(scores)} trials: max |verify - evaluator| = {largest:.2e}")
-    assert largest < 1e-6
+    print(f"\n[{family} + MHFA] {len(run.verified)} trials: max |verify - evaluator| = {run.largest_difference:.2e}")
+    assert run.largest_difference < 1e-6
 
-    encoder = load_speaker_model(speaker).encoder
+    encoder = load_speaker_model(run.speaker).encoder
     waveforms = torch.randn(2, 12345, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         eager = encoder(waveforms).numpy()

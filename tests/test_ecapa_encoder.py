@@ -7,14 +7,13 @@ import pytest
 import torch
 import yaml
 
-import trainSpeakerNet
 import trainSpeakerNet_Eval
-from demo.corpus import write_trials
 from models.ecapa_tdnn import ECAPATDNN, MainModel
 from models.export import export_onnx
 from scoring.speaker_model import load_speaker_model
-from scripts import export_model, verify
+from scripts import export_model
 from tests.conftest import TINY_CONFIG
+from tests.helpers_encoders import train_evaluate_export_verify
 from training.dino import build_dino_model
 from utils.errors import InputError
 
@@ -62,32 +61,21 @@ def test_trained_exported_and_verified_with_the_evaluators_scores(dino_checkpoin
     shape = [item for key, value in SHAPE.items() for item in (f"--{key}", str(value))]
     common = ["--config", TINY_CONFIG, "--model", "ecapa_tdnn", *shape, "--pretrained_model_path", dino_checkpoint[0],
               "--train_list", tiny_corpus.train_list, "--train_path", tiny_corpus.train_path, "--save_path", save_path]
-    trainSpeakerNet.main([*common, "--musan_path", tiny_corpus.musan_path, "--rir_path", tiny_corpus.rir_path,
-                          "--max_epoch", "2", "--gate_start_epoch", "2", "--lc_start_epoch", "2"])
-    picked = [rel for _, rel in tiny_corpus.entries if rel.endswith("00001.wav")][:6]
-    trials = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for i, a in enumerate(picked) for b in picked[i + 1:]]
-    trial_list = str(tmp_path / "trials.txt")
-    write_trials(trials, trial_list)
-    trainSpeakerNet_Eval.main([*common, *EVAL, "--eval", "--test_list", trial_list,
-                               "--test_path", tiny_corpus.train_path])
-    with open(os.path.join(save_path, "result", "scores_model000000002_trials.txt")) as handle:
-        evaluated = np.array([float(line.split()[0]) for line in handle])
+    run = train_evaluate_export_verify(common, EVAL, tiny_corpus, str(tmp_path), 2, "--gate_start_epoch", "2",
+                                       "--lc_start_epoch", "2")
+    content = torch.load(run.speaker, weights_only=True)
+    assert content["encoder"] == "ecapa_tdnn" and content["encoder_config"] == SHAPE
+    print(f"ECAPA-TDNN: max |verify --trials - evaluator| = {run.largest_difference:.2e}")
+    assert run.largest_difference < 1e-6
     with pytest.raises(InputError, match="--embedding_mode eval"):
         trainSpeakerNet_Eval.main([*common, *EVAL, "--generate_embeddings", "--embedding_mode", "train",
                                    "--embeddings_path", str(tmp_path / "e.pt")])
 
-    speaker, onnx_path = str(tmp_path / "speaker.pt"), str(tmp_path / "speaker.onnx")
-    export_model.main([*common, *EVAL, "--output", speaker, "--onnx", onnx_path])
-    content = torch.load(speaker, weights_only=True)
-    assert content["encoder"] == "ecapa_tdnn" and content["encoder_config"] == SHAPE
-    scores = verify.main([speaker, "--trials", trial_list, "--test_path", tiny_corpus.train_path, "--scores",
-                          str(tmp_path / "s.txt"), "--eval_batch_size", "4", "--nDataLoaderThread", "0"])
-    print(f"ECAPA-TDNN: max |verify --trials - evaluator| = {np.abs(scores - evaluated).max():.2e}")
-    assert np.abs(scores - evaluated).max() < 1e-6
-
+    onnx_path = str(tmp_path / "speaker.onnx")
+    export_model.main([*common, *EVAL, "--initial_model", run.speaker, "--onnx", onnx_path])
     import onnxruntime
 
-    encoder = load_speaker_model(speaker).encoder
+    encoder = load_speaker_model(run.speaker).encoder
     assert isinstance(encoder, ECAPATDNN) and not encoder.training
     waveforms = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
     session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
