@@ -111,8 +111,8 @@ class Plan:
         initial = ["--initial_model", str(initial_model)] if initial_model else []
         weights = ["--pretrained_model_path", str(self.initial_weights())] if self.initial_weights else []
         return [*self.processes("trainSpeakerNet.py"), "--config", str(config), "--train_list", str(train_list),
-                "--save_path", str(save_path), *initial, *weights,
-                *options_of(self.options, [*TRAIN_OPTIONS, *LEGACY_OPTIONS]), *extra]
+                "--save_path", str(save_path), *initial, *options_of(self.options, [*TRAIN_OPTIONS, *LEGACY_OPTIONS]),
+                *weights, *extra]  # after the options: the demo's paths name its WavLM stand-in
 
     def eval_command(self, config: Path, save_path: Path) -> List[str]:
         return [*self.processes("trainSpeakerNet_Eval.py"), "--config", str(config), "--eval", "--save_path",
