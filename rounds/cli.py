@@ -63,7 +63,7 @@ DRIVER_OPTIONS = ("config", "save_path", "train_list", "initial_model", "embeddi
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=" ".join(__doc__.split("\n\n")[0].split()),
         epilog="Defaults in brackets are [VoxCeleb recipe | --demo].", allow_abbrev=False)
     parser.add_argument("--demo", action="store_true",
                         help="run the embedded demo: FSDD speech (6 speakers) with generated backgrounds, generated "
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "bootstrap and an LDA on its pseudo-labels scored as they are, one plain round (no loss "
                              "gate, no label correction), and the supervised control (the same round and LMFT on "
                              "the true speakers); the table gets each stage's wall time")
-    parser.add_argument("--trials", type=int, default=20000, dest="max_trials",
+    parser.add_argument("--trials", type=int, default=20000, dest="max_trials", metavar="N",
                         help="with --demo: at most this many trials over the held-out files, half same-speaker where "
                              "possible; 0 = every pair [- | 20000]")
     parser.add_argument("--bootstrap", choices=sorted(BOOTSTRAPS), default="mfcc",

@@ -400,7 +400,7 @@ class DINOTraining(Method):
         """Only the student is trained by gradient; each process updates its teacher by the same EMA."""
         return network.student
 
-    def trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
+    def epoch_trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
                 loaded: bool) -> DINOTrainer:
         if not loaded:
             network.reset_teacher()  # after DDP broadcast rank 0's student: the same teacher everywhere

@@ -160,7 +160,7 @@ class Method(ABC):
         return network
 
     @abstractmethod
-    def trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
+    def epoch_trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
                 loaded: bool) -> EpochTrainer:
         """The trainer of ``network`` (on the device; ``replicated`` maybe wrapped); ``loaded``: weights were
         loaded from a checkpoint or ``--initial_model``."""
@@ -331,7 +331,7 @@ def train(method: Method) -> nn.Module:
     network.to(device)
     replicated = method.replicated(network)
     wrapped = replicate(replicated, device) if args.distributed else replicated
-    trainer = method.trainer(network, wrapped, len(loader), loaded=weights is not None)
+    trainer = method.epoch_trainer(network, wrapped, len(loader), loaded=weights is not None)
     restore(trainer, start_epoch, state_file)
     logger.info("%s: %s; epochs %d..%d on %s x %d, %d steps per epoch", method.name, method.describe(network),
                 start_epoch, args.max_epoch, device, get_world_size(), len(loader))

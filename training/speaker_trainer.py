@@ -239,7 +239,7 @@ class SpeakerTraining(Method):
     def network(self) -> SpeakerNet:
         return SpeakerNet(**vars(self.args))
 
-    def trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
+    def epoch_trainer(self, network: nn.Module, replicated: nn.Module, steps_per_epoch: int,
                 loaded: bool) -> ModelTrainer:
         save_path = self.args.save_path
         return ModelTrainer(replicated, **dict(vars(self.args), loss_vals_dir=os.path.join(save_path, "loss_vals"),
