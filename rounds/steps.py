@@ -1,10 +1,12 @@
 """The driver's steps: each is the command a user would type, run with its output shown and logged.
 
 A finished step leaves ``BASE/.steps/<step>.done`` (utils/steps.py), which records the size and
-modification time of every file the step read (its inputs). When the driver runs again, a finished step
-whose inputs are unchanged is skipped; one whose inputs changed (an earlier step was redone, or a file
-was replaced) is redone, after its stale outputs are removed; a failed step leaves nothing and runs
-again. One driver at a time works in a folder (:class:`FolderLock`).
+modification time of every file the step read (its inputs) and of every file it wrote (its outputs). When
+the driver runs again, a finished step whose inputs and outputs are unchanged is skipped; one whose inputs
+changed (an earlier step was redone, or a file was replaced) is redone, after its stale outputs are
+removed, and so is one whose output another step rewrote (the MFCC and DINO bootstraps write the same
+initial embeddings); a failed step leaves nothing and runs again. One driver at a time works in a
+folder (:class:`FolderLock`).
 """
 from __future__ import annotations
 
@@ -116,29 +118,34 @@ class StepRunner:
         if record is not None and not self.dry_run:
             marker = self.markers.marker(step.name)
             changed = [path for path, value in inputs.items() if record.get("inputs", inputs).get(path) != value]
-            if not changed:
+            recorded_outputs = record.get("outputs", {})
+            rewritten = [path for path, value in fingerprint([Path(p) for p in recorded_outputs]).items()
+                         if recorded_outputs[path] != value]
+            if not changed and not rewritten:
                 print(f"{counter} {clock} skip {step.title}: done {record['finished']} ({marker})", flush=True)
                 if record["command"] != command:
                     print(f"    note: it was run with another command ({shlex.join(record['command'] or [])}); "
                           f"delete {marker} to run it again", flush=True)
                 return
-            print(f"{counter} {clock} redo {step.title}: its input {changed[0]} changed since it was done "
-                  f"{record['finished']}", flush=True)
+            reason = (f"its input {changed[0]} changed" if changed else
+                      f"its output {rewritten[0]} was rewritten by another step")
+            print(f"{counter} {clock} redo {step.title}: {reason} since it was done {record['finished']}", flush=True)
             remove_outputs(step.outputs)
         shown = shlex.join(command) if command is not None else "(in-process)"
         print(f"\n{counter} {clock} ==== {step.title} ====\n$ {shown}", flush=True)
         if self.dry_run:
             return
 
-        def execute() -> None:
+        def execute() -> Dict[str, Dict[str, Optional[List[int]]]]:
             if command is None:
                 step.action()
-                return
-            log = self.base / "logs" / f"{step.name}.log"
-            status = run_logged(command, self.env, log)
-            if status != 0:
-                raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
-                                  "Fix the cause and run the same command again: finished steps are skipped")
+            else:
+                log = self.base / "logs" / f"{step.name}.log"
+                status = run_logged(command, self.env, log)
+                if status != 0:
+                    raise DriverError(f"step {step.title} failed (exit status {status}); its output is in {log}. "
+                                      "Fix the cause and run the same command again: finished steps are skipped")
+            return {"outputs": fingerprint([path for path in step.outputs if not path.is_dir()])}
 
         record = self.markers.run(step.name, execute, command=command, inputs=inputs)
         print(f"{counter} {step.title}: done in {record['seconds']:.0f} s", flush=True)

@@ -200,9 +200,10 @@ def test_held_out_speakers_data_needs_cluster_counts_and_gets_enough_classes(tmp
     assert f"--generate_embeddings --embeddings_path {tmp_path / 'run' / 'initial_embeddings.pt'}" in out
 
 
-def test_a_step_whose_input_changed_is_redone(tmp_path, corpus):
+def test_a_step_whose_input_or_output_changed_is_redone(tmp_path, corpus):
     """The MFCC loop, then the DINO loop in the same folder: the pseudo-labels, training and evaluation are redone
-    on the DINO embeddings (their inputs changed), and the table reports them (before: skipped as done)."""
+    on the DINO embeddings (their inputs changed), and the table reports them (before: skipped as done). Then the
+    MFCC loop again: its bootstrap is redone, as DINO rewrote its output."""
     base = tmp_path / "run"
     first = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -220,6 +221,16 @@ def test_a_step_whose_input_changed_is_redone(tmp_path, corpus):
     metrics = base / "round1" / "result" / "train_metrics.jsonl"
     epochs = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [record["epoch"] for record in epochs] == [1]  # trained afresh, not resumed from the MFCC run
+
+    # Back to MFCC: its bootstrap step is unchanged, but DINO rewrote the embeddings it made (before: every step
+    # was skipped and the table showed the DINO figures under "MFCC-statistics embeddings").
+    third = subprocess.run(driver(base, corpus), capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert re.search(r"redo initial embeddings: MFCC statistics: its output .*initial_embeddings.pt was rewritten",
+                     third.stdout)
+    assert "redo round 1: training" in third.stdout
+    assert table_rows((base / "rounds.md").read_text())[0].split("|")[2].strip() == "MFCC-statistics embeddings"
+    assert json.loads((base / "round1" / "pseudo_labels.summary.json").read_text())["dim"] == 40
 
 
 def test_a_second_driver_in_the_same_folder_stops_at_once(tmp_path, corpus):
