@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+import trainSpeakerNet
 import trainSpeakerNet_Eval
 from models.ecapa_tdnn import ECAPATDNN, MainModel
 from models.export import export_onnx
@@ -85,3 +86,28 @@ def test_trained_exported_and_verified_with_the_evaluators_scores(dino_checkpoin
     print(f"ECAPA-TDNN ONNX: max relative difference {np.abs(exported - eager).max() / np.abs(eager).max():.1e}")
     assert np.abs(exported - eager).max() <= 1e-4 * np.abs(eager).max()
     export_onnx(encoder, str(tmp_path / "again.onnx"))  # a loaded speaker file exports as well
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(dino_checkpoint, tiny_corpus, tmp_path):
+    """Kill after epoch 1 and resume: the weights, the batch-norm statistics and the per-sample losses of epoch 2
+    (gate and label correction on) are those of a run that was never stopped."""
+    shape = [item for key, value in SHAPE.items() for item in (f"--{key}", str(value))]
+
+    def run(save_path: str, epochs: int):
+        return trainSpeakerNet.main([
+            "--config", TINY_CONFIG, "--model", "ecapa_tdnn", *shape, "--pretrained_model_path", dino_checkpoint[0],
+            "--train_list", tiny_corpus.train_list, "--train_path", tiny_corpus.train_path, "--save_path", save_path,
+            "--musan_path", tiny_corpus.musan_path, "--rir_path", tiny_corpus.rir_path, "--max_epoch", str(epochs),
+            "--gate_start_epoch", "2", "--lc_start_epoch", "2"])
+
+    straight = run(str(tmp_path / "straight"), 2)
+    run(str(tmp_path / "resumed"), 1)
+    resumed = run(str(tmp_path / "resumed"), 2)
+    buffers = [key for key in straight.state_dict() if key.endswith("running_var")]
+    assert buffers, "the ECAPA-TDNN has batch-norm statistics to restore"
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    for folder in ("straight", "resumed"):
+        assert (tmp_path / folder / "loss_vals" / "epoch_2.txt").is_file()
+    assert (tmp_path / "straight" / "loss_vals" / "epoch_2.txt").read_text() == \
+        (tmp_path / "resumed" / "loss_vals" / "epoch_2.txt").read_text()
