@@ -169,6 +169,12 @@ class Plan:
     def baselines_dir(self) -> Path:
         return self.base / "baselines"
 
+    def mfcc_pseudo_labels(self, comparison: Comparison) -> Path:
+        """The pseudo-labels of the MFCC statistics: round 1's with the MFCC bootstrap, else the baseline's own."""
+        if comparison.bootstrap == "mfcc":
+            return self.pseudo_labels(1)
+        return self.baselines_dir / "mfcc_pseudo_labels.txt"
+
     def score_command(self, embeddings: Path, save_path: Path, name: str, *extra: str) -> List[str]:
         trial_list = dict(option_pairs(self.options))["test_list"]
         return [*self.script("scripts/score_embeddings.py"), str(embeddings), "--trials", trial_list,
@@ -178,7 +184,7 @@ class Plan:
         """Baselines scored on the held-out trials, one plain round, and the supervised control."""
         baselines = self.baselines_dir
         mfcc_train = self.initial_embeddings if comparison.bootstrap == "mfcc" else baselines / "mfcc_train.pt"
-        mfcc_labels = self.pseudo_labels(1) if comparison.bootstrap == "mfcc" else baselines / "mfcc_pseudo_labels.txt"
+        mfcc_labels = self.mfcc_pseudo_labels(comparison)
 
         def mfcc(source: Path, output: Path) -> List[str]:
             return [*self.script("scripts/bootstrap_embeddings.py"), "--train_list", str(source), "--train_path",

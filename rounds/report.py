@@ -68,8 +68,8 @@ def stages(plan: Plan, initial_description: str) -> List[Stage]:
     comparison = plan.comparison
     if comparison is not None:
         boot = comparison.bootstrap
-        mfcc_labels = plan.pseudo_labels(1) if boot == "mfcc" else plan.baselines_dir / "mfcc_pseudo_labels.txt"
-        rows.append(Stage("MFCC statistics", "MFCC statistics", mfcc_labels, plan.baselines_dir / "mfcc",
+        rows.append(Stage("MFCC statistics", "MFCC statistics", plan.mfcc_pseudo_labels(comparison),
+                          plan.baselines_dir / "mfcc",
                           ["bootstrap.mfcc", "baselines.mfcc_train", "baselines.mfcc_pseudo_labels",
                            "baselines.mfcc_held_out", "baselines.mfcc.eval"]))
         if boot != "mfcc":

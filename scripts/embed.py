@@ -46,6 +46,8 @@ def start_run(args: argparse.Namespace) -> None:
     """Check the run options (shared with scripts/verify.py) and set torch's threads for them."""
     check_at_least(args, RUN_COUNTS)
     set_torch_threads(args.threads, args.nDataLoaderThread)
+
+
 EMBED_OPTIONS = [
     Option("model", str, None, "speaker model file (scripts/export_model.py)", IO, positional=True),
     Option("inputs", str, None, "audio files, folders of audio files, or lists of files (.txt, .lst)", IO,

@@ -121,7 +121,6 @@ class SpeakerNet(nn.Module):
             total = total + self.weight_finetuning_reg * distance / (distance.detach() + REG_EPSILON)
         return total, loss.detach(), prec1.detach(), ce.detach()
 
-
     @torch.no_grad()
     def clean_view(self, clean: Tensor, rows: Optional[Tensor], size: int) -> Tensor:
         """Embeddings (B, size) of the clean view's ``rows`` (every row when None), zeros in the others; no
