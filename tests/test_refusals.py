@@ -130,6 +130,18 @@ def test_check_writable_leaves_no_folder_behind(tmp_path):
         check_writable(tmp_path / "file" / "out.txt")
 
 
+def test_check_writable_makes_no_folder_that_another_process_could_see_vanish(tmp_path, monkeypatch):
+    """Every process of a torchrun group checks its outputs: a folder one of them made for its probe and then
+    removed vanished under another one's probe ("No such file or directory"). No folder is made at all."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("check_writable made a folder")
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    monkeypatch.setattr(os, "makedirs", refuse)
+    check_writable(tmp_path / "run" / "result" / "eval_results.txt")
+    assert os.listdir(tmp_path) == []
+
+
 # ----- counts -----
 
 @pytest.mark.parametrize("command, option, value, lowest", [

@@ -24,36 +24,26 @@ TEMPORARY_SUFFIX = ".tmp"
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """Fail now, not after hours of work, when ``path`` (a file to be written) cannot be written.
 
-    Writes a temporary file beside ``path`` and removes it, and the folders it had to make for it (a run
-    that fails later leaves no empty folders behind; the writers make them when they write). Raises an
-    InputError naming ``what`` and the path when ``path`` is a folder or cannot be written.
+    Writes a temporary file in ``path``'s folder, or in the nearest folder above it that exists when it does
+    not yet, and removes it. No folder is made (the writers make them when they write): a run that fails
+    later leaves none behind, and the processes of a torchrun group, which all check, never remove a
+    folder another one is probing. Raises an InputError naming ``what`` and the path when ``path`` is a
+    folder or cannot be written.
     """
     shown = os.fspath(path)
     if os.path.isdir(path):
         raise InputError(f"cannot write {what} {shown}: it is a folder; give a file name")
-    folder = os.path.dirname(os.path.abspath(shown))
-    missing = []
-    existing = folder
+    existing = os.path.dirname(os.path.abspath(shown))
     while not os.path.exists(existing):
-        missing.append(existing)
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise InputError(f"cannot write {what} {shown}: {existing} is a file, not a folder")
-    made: List[str] = []
     try:
-        for missing_folder in reversed(missing):
-            with contextlib.suppress(FileExistsError):  # another process of the group made it first
-                os.mkdir(missing_folder)
-                made.append(missing_folder)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_SUFFIX, dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_SUFFIX, dir=existing)
         os.close(fd)
         os.remove(probe)
     except OSError as error:
         raise InputError(f"cannot write {what} {shown}: {error.strerror or error}") from None
-    finally:
-        for made_folder in reversed(made):
-            with contextlib.suppress(OSError):  # not empty: something else writes there now
-                os.rmdir(made_folder)
 
 
 def _same_file(a: str, b: str) -> bool:
